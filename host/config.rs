@@ -1,0 +1,560 @@
+//! The TOML configuration (`--config`, default `./htlcgate.toml`) and its validation.
+//!
+//! Every error names the file, the key and the way out, and all of it is checked
+//! before htlcgate connects to LND: a typo must never reach the forwarding path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::verdict::{FailCode, Verdict};
+
+/// A configuration problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}; pass --config PATH or create it (see README, Configuration)")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a value htlcgate cannot use.
+    #[error("config file {path}: `{key}`: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The key, e.g. `plugin[1].fuel` or `plugin "fee-floor".path`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// The whole configuration, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from (plugin paths are relative to its directory).
+    pub source: PathBuf,
+    /// How to reach LND.
+    pub lnd: LndConfig,
+    /// Chain-wide behaviour.
+    pub chain: ChainConfig,
+    /// Engine-wide sandbox settings.
+    pub sandbox: SandboxConfig,
+    /// The plugins, in chain order.
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[lnd]`: where LND's gRPC server is and how to authenticate.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LndConfig {
+    /// `host:port` of LND's gRPC server (default `localhost:10009`).
+    pub rpcserver: Option<String>,
+    /// LND's `tls.cert` (default `~/.lnd/tls.cert`).
+    pub tlscertpath: Option<PathBuf>,
+    /// A macaroon with `offchain:read offchain:write` (default the network's
+    /// `admin.macaroon`).
+    pub macaroonpath: Option<PathBuf>,
+    /// mainnet | testnet | testnet4 | signet | regtest (default mainnet).
+    pub network: Option<String>,
+}
+
+/// The networks LND runs on, used for the default macaroon path.
+pub const NETWORKS: &[&str] = &["mainnet", "testnet", "testnet4", "signet", "regtest"];
+
+/// What the chain does when no plugin decides, or when it runs out of time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefaultVerdict {
+    /// Forward the HTLC.
+    Resume,
+    /// Fail it back with TEMPORARY_CHANNEL_FAILURE.
+    Fail,
+}
+
+impl DefaultVerdict {
+    /// The verdict sent.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            DefaultVerdict::Resume => Verdict::Resume,
+            DefaultVerdict::Fail => Verdict::Fail(FailCode::TemporaryChannelFailure),
+        }
+    }
+}
+
+/// `[chain]`.
+#[derive(Clone, Debug)]
+pub struct ChainConfig {
+    /// Sent when every plugin passes (`default_verdict`, default resume).
+    pub default_verdict: DefaultVerdict,
+    /// Wall-clock budget for the whole chain per HTLC (`budget_ms`, default 2000).
+    pub budget: Duration,
+    /// Sent when the budget runs out (`on_budget`, default resume).
+    pub on_budget: DefaultVerdict,
+    /// How many verdicts are remembered for replays (`replay_cache`, default 100000).
+    pub replay_cache: usize,
+}
+
+/// `[sandbox]`: settings shared by every plugin (one wasmtime engine).
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Maximum wasm stack per call in KiB (`max_wasm_stack_kb`, default 512).
+    pub max_wasm_stack_kb: usize,
+}
+
+/// What happens to an HTLC when a plugin faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFault {
+    /// No opinion: the next plugin decides.
+    Skip,
+    /// Fail the HTLC back (TEMPORARY_CHANNEL_FAILURE).
+    Fail,
+    /// Forward the HTLC.
+    Resume,
+}
+
+/// One `[[plugin]]` entry, validated, with defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginConfig {
+    /// Unique name used in logs (`name`).
+    pub name: String,
+    /// The component file, resolved against the config file's directory (`path`).
+    pub path: PathBuf,
+    /// Fuel per `decide` call (`fuel`, default 10,000,000).
+    pub fuel: u64,
+    /// Fuel for instantiation plus `init` (`init_fuel`, default 1,000,000,000).
+    pub init_fuel: u64,
+    /// Wall-clock limit per `decide` (`timeout_ms`, default 50).
+    pub timeout: Duration,
+    /// Wall-clock limit for instantiation plus `init` (`init_timeout_ms`, default 1000).
+    pub init_timeout: Duration,
+    /// Linear-memory cap in bytes (`memory_mb`, default 64).
+    pub memory_bytes: usize,
+    /// What a fault means for the HTLC (`on_fault`, default skip).
+    pub on_fault: OnFault,
+    /// Consecutive faults before quarantine (`max_faults`, default 5).
+    pub max_faults: u32,
+    /// The `[plugin.config]` table, passed to `init` as strings, sorted by key.
+    pub config: Vec<(String, String)>,
+}
+
+/// Defaults for `[[plugin]]` keys.
+pub mod defaults {
+    /// Fuel per decide.
+    pub const FUEL: u64 = 10_000_000;
+    /// Fuel for instantiation + init.
+    pub const INIT_FUEL: u64 = 1_000_000_000;
+    /// Milliseconds per decide.
+    pub const TIMEOUT_MS: u64 = 50;
+    /// Milliseconds for instantiation + init.
+    pub const INIT_TIMEOUT_MS: u64 = 1000;
+    /// Memory cap in MiB.
+    pub const MEMORY_MB: u64 = 64;
+    /// Consecutive faults before quarantine.
+    pub const MAX_FAULTS: u32 = 5;
+    /// Chain budget in milliseconds.
+    pub const BUDGET_MS: u64 = 2000;
+    /// Verdicts remembered for replay.
+    pub const REPLAY_CACHE: usize = 100_000;
+    /// Wasm stack in KiB.
+    pub const MAX_WASM_STACK_KB: usize = 512;
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    lnd: LndConfig,
+    #[serde(default)]
+    chain: RawChain,
+    #[serde(default)]
+    sandbox: RawSandbox,
+    #[serde(default, rename = "plugin")]
+    plugins: Vec<RawPlugin>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    default_verdict: Option<DefaultVerdict>,
+    budget_ms: Option<u64>,
+    on_budget: Option<DefaultVerdict>,
+    replay_cache: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    max_wasm_stack_kb: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: String,
+    path: PathBuf,
+    fuel: Option<u64>,
+    init_fuel: Option<u64>,
+    timeout_ms: Option<u64>,
+    init_timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    on_fault: Option<OnFault>,
+    max_faults: Option<u32>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text as if read from `path` (plugin paths are resolved
+    /// against its directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        if let Some(net) = &raw.lnd.network {
+            if !NETWORKS.contains(&net.as_str()) {
+                return Err(invalid(
+                    "lnd.network".into(),
+                    format!(
+                        "unknown network `{net}`; use one of {}",
+                        NETWORKS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let budget_ms = raw.chain.budget_ms.unwrap_or(defaults::BUDGET_MS);
+        if !(1..=60_000).contains(&budget_ms) {
+            return Err(invalid(
+                "chain.budget_ms".into(),
+                format!(
+                    "{budget_ms} is out of range; use 1..=60000 (LND holds the HTLC meanwhile)"
+                ),
+            ));
+        }
+        let replay_cache = raw.chain.replay_cache.unwrap_or(defaults::REPLAY_CACHE);
+        if replay_cache == 0 {
+            return Err(invalid(
+                "chain.replay_cache".into(),
+                "must be at least 1 (replayed HTLCs must get their earlier verdict)".into(),
+            ));
+        }
+        let stack = raw
+            .sandbox
+            .max_wasm_stack_kb
+            .unwrap_or(defaults::MAX_WASM_STACK_KB);
+        if !(64..=8192).contains(&stack) {
+            return Err(invalid(
+                "sandbox.max_wasm_stack_kb".into(),
+                format!("{stack} is out of range; use 64..=8192"),
+            ));
+        }
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut names = HashSet::new();
+        let mut plugins = Vec::new();
+        for (i, p) in raw.plugins.into_iter().enumerate() {
+            let key = |k: &str| format!("plugin[{i}] ({}).{k}", p.name);
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    format!("plugin[{i}].name"),
+                    format!(
+                        "`{}` is not a valid name; use letters, digits, `-` and `_`",
+                        p.name
+                    ),
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "duplicate plugin name `{}`; each [[plugin]] needs its own name",
+                        p.name
+                    ),
+                ));
+            }
+            let resolved = expand_home(&p.path);
+            let resolved = if resolved.is_absolute() {
+                resolved
+            } else {
+                base.join(resolved)
+            };
+            if !resolved.is_file() {
+                return Err(invalid(
+                    key("path"),
+                    format!(
+                        "plugin file {} not found; build the plugin (scripts/build-plugins) or fix `path` (relative paths are resolved against the config file's directory)",
+                        resolved.display()
+                    ),
+                ));
+            }
+            let fuel = p.fuel.unwrap_or(defaults::FUEL);
+            let init_fuel = p.init_fuel.unwrap_or(defaults::INIT_FUEL);
+            if fuel == 0 || init_fuel == 0 {
+                return Err(invalid(
+                    key(if fuel == 0 { "fuel" } else { "init_fuel" }),
+                    "must be greater than 0".into(),
+                ));
+            }
+            let timeout_ms = p.timeout_ms.unwrap_or(defaults::TIMEOUT_MS);
+            if timeout_ms == 0 || timeout_ms > budget_ms {
+                return Err(invalid(
+                    key("timeout_ms"),
+                    format!(
+                        "{timeout_ms} is out of range; use 1..={budget_ms} (at most chain.budget_ms)"
+                    ),
+                ));
+            }
+            let init_timeout_ms = p.init_timeout_ms.unwrap_or(defaults::INIT_TIMEOUT_MS);
+            if !(1..=60_000).contains(&init_timeout_ms) {
+                return Err(invalid(
+                    key("init_timeout_ms"),
+                    format!("{init_timeout_ms} is out of range; use 1..=60000"),
+                ));
+            }
+            let memory_mb = p.memory_mb.unwrap_or(defaults::MEMORY_MB);
+            if !(1..=4096).contains(&memory_mb) {
+                return Err(invalid(
+                    key("memory_mb"),
+                    format!("{memory_mb} is out of range; use 1..=4096"),
+                ));
+            }
+            let max_faults = p.max_faults.unwrap_or(defaults::MAX_FAULTS);
+            if max_faults == 0 {
+                return Err(invalid(key("max_faults"), "must be at least 1".into()));
+            }
+            let mut config = Vec::with_capacity(p.config.len());
+            for (k, v) in p.config {
+                let s = match v {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(invalid(
+                            key(&format!("config.{k}")),
+                            format!(
+                                "a {} cannot be passed to a plugin; use a string, number or boolean (e.g. a comma-separated list)",
+                                other.type_str()
+                            ),
+                        ))
+                    }
+                };
+                config.push((k, s));
+            }
+            plugins.push(PluginConfig {
+                name: p.name,
+                path: resolved,
+                fuel,
+                init_fuel,
+                timeout: Duration::from_millis(timeout_ms),
+                init_timeout: Duration::from_millis(init_timeout_ms),
+                memory_bytes: (memory_mb as usize) << 20,
+                on_fault: p.on_fault.unwrap_or(OnFault::Skip),
+                max_faults,
+                config,
+            });
+        }
+        Ok(Config {
+            source: path.to_owned(),
+            lnd: raw.lnd,
+            chain: ChainConfig {
+                default_verdict: raw.chain.default_verdict.unwrap_or(DefaultVerdict::Resume),
+                budget: Duration::from_millis(budget_ms),
+                on_budget: raw.chain.on_budget.unwrap_or(DefaultVerdict::Resume),
+                replay_cache,
+            },
+            sandbox: SandboxConfig {
+                max_wasm_stack_kb: stack,
+            },
+            plugins,
+        })
+    }
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            default_verdict: DefaultVerdict::Resume,
+            budget: Duration::from_millis(defaults::BUDGET_MS),
+            on_budget: DefaultVerdict::Resume,
+            replay_cache: defaults::REPLAY_CACHE,
+        }
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            max_wasm_stack_kb: defaults::MAX_WASM_STACK_KB,
+        }
+    }
+}
+
+impl PluginConfig {
+    /// A plugin entry with every default, for tests, `check` and the demo.
+    pub fn with_defaults(name: &str, path: impl Into<PathBuf>) -> PluginConfig {
+        PluginConfig {
+            name: name.to_owned(),
+            path: path.into(),
+            fuel: defaults::FUEL,
+            init_fuel: defaults::INIT_FUEL,
+            timeout: Duration::from_millis(defaults::TIMEOUT_MS),
+            init_timeout: Duration::from_millis(defaults::INIT_TIMEOUT_MS),
+            memory_bytes: (defaults::MEMORY_MB as usize) << 20,
+            on_fault: OnFault::Skip,
+            max_faults: defaults::MAX_FAULTS,
+            config: Vec::new(),
+        }
+    }
+}
+
+/// Expands a leading `~/` to `$HOME/`.
+pub fn expand_home(p: &Path) -> PathBuf {
+    match p.strip_prefix("~") {
+        Ok(rest) => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(rest),
+            None => p.to_owned(),
+        },
+        Err(_) => p.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/nonexistent/htlcgate.toml"))
+    }
+
+    fn with_plugin_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("htlcgate.toml");
+        std::fs::write(dir.path().join("p.wasm"), b"x").unwrap();
+        (dir, cfg)
+    }
+
+    #[test]
+    fn empty_config_is_valid_with_defaults() {
+        let c = parse("").unwrap();
+        assert!(c.plugins.is_empty());
+        assert_eq!(c.chain.default_verdict, DefaultVerdict::Resume);
+        assert_eq!(c.chain.budget, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[chain]\ndefault_verdit = \"fail\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("default_verdit"), "{msg}");
+        assert!(msg.contains("/nonexistent/htlcgate.toml"), "{msg}");
+    }
+
+    #[test]
+    fn missing_plugin_file_names_the_plugin_and_the_fix() {
+        let e = parse("[[plugin]]\nname = \"fee\"\npath = \"nope.wasm\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("plugin[0] (fee).path"), "{msg}");
+        assert!(msg.contains("nope.wasm not found"), "{msg}");
+        assert!(msg.contains("scripts/build-plugins"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let (_d, cfg) = with_plugin_file();
+        let text = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\n[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\n";
+        let msg = Config::parse(text, &cfg).unwrap_err().to_string();
+        assert!(msg.contains("duplicate plugin name `a`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_on_fault_value_is_named() {
+        let (_d, cfg) = with_plugin_file();
+        let text = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\non_fault = \"explode\"\n";
+        let msg = Config::parse(text, &cfg).unwrap_err().to_string();
+        assert!(msg.contains("explode"), "{msg}");
+        assert!(msg.contains("skip"), "{msg}");
+    }
+
+    #[test]
+    fn plugin_config_table_is_passed_as_strings() {
+        let (_d, cfg) = with_plugin_file();
+        let text = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\nfuel = 5\n[plugin.config]\nbase_msat = 1000\nname = \"x\"\nstrict = true\n";
+        let c = Config::parse(text, &cfg).unwrap();
+        let p = &c.plugins[0];
+        assert_eq!(p.fuel, 5);
+        assert_eq!(p.timeout, Duration::from_millis(50));
+        assert_eq!(
+            p.config,
+            vec![
+                ("base_msat".to_string(), "1000".to_string()),
+                ("name".to_string(), "x".to_string()),
+                ("strict".to_string(), "true".to_string()),
+            ]
+        );
+        assert!(p.path.is_absolute());
+    }
+
+    #[test]
+    fn nested_plugin_config_values_are_refused() {
+        let (_d, cfg) = with_plugin_file();
+        let text = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\n[plugin.config]\nlist = [1, 2]\n";
+        let msg = Config::parse(text, &cfg).unwrap_err().to_string();
+        assert!(msg.contains("config.list"), "{msg}");
+    }
+
+    #[test]
+    fn timeout_longer_than_the_budget_is_refused() {
+        let (_d, cfg) = with_plugin_file();
+        let text = "[chain]\nbudget_ms = 100\n[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\ntimeout_ms = 200\n";
+        let msg = Config::parse(text, &cfg).unwrap_err().to_string();
+        assert!(msg.contains("timeout_ms"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_network_is_refused() {
+        let msg = parse("[lnd]\nnetwork = \"moon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("lnd.network") && msg.contains("regtest"),
+            "{msg}"
+        );
+    }
+}

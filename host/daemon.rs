@@ -1,0 +1,111 @@
+//! `htlcgate run`: load and check everything, then hold LND's interceptor stream
+//! until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::chain::Chain;
+use crate::config::{expand_home, Config};
+use crate::gate::Gate;
+use crate::lnd::connect::LndEndpoint;
+use crate::wasm::engine::Sandbox;
+
+/// Command-line overrides of `[lnd]` (flags win over the file).
+#[derive(Clone, Debug, Default)]
+pub struct LndFlags {
+    /// `--lnd.rpcserver`.
+    pub rpcserver: Option<String>,
+    /// `--lnd.tlscertpath`.
+    pub tlscertpath: Option<PathBuf>,
+    /// `--lnd.macaroonpath`.
+    pub macaroonpath: Option<PathBuf>,
+    /// `--network`.
+    pub network: Option<String>,
+}
+
+/// Resolves the LND endpoint from flags, then the config file, then LND's defaults.
+pub fn endpoint(cfg: &Config, flags: &LndFlags) -> anyhow::Result<LndEndpoint> {
+    let network = flags
+        .network
+        .clone()
+        .or_else(|| cfg.lnd.network.clone())
+        .unwrap_or_else(|| "mainnet".into());
+    if !crate::config::NETWORKS.contains(&network.as_str()) {
+        anyhow::bail!(
+            "--network {network}: unknown network; use one of {}",
+            crate::config::NETWORKS.join(", ")
+        );
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let lnd_dir = home.join(".lnd");
+    let tls = flags
+        .tlscertpath
+        .clone()
+        .or_else(|| cfg.lnd.tlscertpath.clone())
+        .map(|p| expand_home(&p))
+        .unwrap_or_else(|| lnd_dir.join("tls.cert"));
+    let mac = flags
+        .macaroonpath
+        .clone()
+        .or_else(|| cfg.lnd.macaroonpath.clone())
+        .map(|p| expand_home(&p))
+        .unwrap_or_else(|| {
+            lnd_dir
+                .join("data/chain/bitcoin")
+                .join(&network)
+                .join("admin.macaroon")
+        });
+    Ok(LndEndpoint {
+        rpcserver: flags
+            .rpcserver
+            .clone()
+            .or_else(|| cfg.lnd.rpcserver.clone())
+            .unwrap_or_else(|| "localhost:10009".into()),
+        tls_cert_path: tls,
+        macaroon_path: mac,
+    })
+}
+
+/// Loads the config and the chain (every error before any connection to LND), then
+/// serves the stream until a signal.
+pub async fn run(config_path: PathBuf, flags: LndFlags) -> anyhow::Result<()> {
+    let cfg = Config::load(&config_path)?;
+    let endpoint = endpoint(&cfg, &flags)?;
+    let sandbox = Sandbox::new(&cfg.sandbox).context("starting the wasm engine")?;
+    let chain = Chain::load(&sandbox, &cfg.plugins, cfg.chain.default_verdict.verdict())?;
+    tracing::info!(
+        plugins = ?chain.names().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        default = %cfg.chain.default_verdict.verdict(),
+        "chain loaded"
+    );
+    let gate = Gate::new(chain, cfg.chain.clone(), None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: taking no new HTLCs, answering those in flight");
+        let _ = stop_tx.send(true);
+    });
+    crate::lnd::stream::run(endpoint, gate, stop_rx).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

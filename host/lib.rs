@@ -1,0 +1,13 @@
+//! htlcgate: a chain of sandboxed WebAssembly components decides every HTLC that LND
+//! hands to its interceptor stream. See docs/ARCHITECTURE.md for the map.
+pub mod chain;
+pub mod circuit;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod gate;
+pub mod lnd;
+pub mod mock_lnd;
+pub mod replay;
+pub mod verdict;
+pub mod wasm;

@@ -1,0 +1,131 @@
+//! The interceptor loop: connect to LND, read HTLCs, hand them to the gate, write the
+//! answers; reconnect forever with backoff; on shutdown take no new HTLCs, answer the
+//! ones in flight, then close the stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::gate::Gate;
+use crate::lnd::connect::{classify_status, connect, Backoff, ConnectError, LndEndpoint};
+
+/// How a stream ended.
+#[derive(Debug)]
+pub enum StreamEnd {
+    /// We were asked to stop; in-flight HTLCs were answered (or the drain limit
+    /// passed, leaving this many unanswered: LND keeps them held or resumes them).
+    Shutdown {
+        /// Requests still unanswered when the stream was closed.
+        unanswered: usize,
+    },
+    /// LND closed the stream without an error.
+    ClosedByLnd,
+}
+
+/// A stream that stayed up this long resets the backoff.
+const HEALTHY: Duration = Duration::from_secs(10);
+
+/// Runs until `shutdown` turns true: connects, serves the stream, reconnects with
+/// exponential backoff and jitter (1 s .. 30 s), logging every failure in plain words.
+pub async fn run(endpoint: LndEndpoint, gate: Arc<Gate>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let started = Instant::now();
+        let result = serve_once(&endpoint, &gate, &mut shutdown).await;
+        match result {
+            Ok(StreamEnd::Shutdown { unanswered }) => {
+                tracing::info!(unanswered, "interceptor stream closed for shutdown");
+                return;
+            }
+            Ok(StreamEnd::ClosedByLnd) => {
+                tracing::warn!(addr = %endpoint.rpcserver, "LND closed the interceptor stream; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(addr = %endpoint.rpcserver, "{e}");
+            }
+        }
+        if started.elapsed() >= HEALTHY {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::info!(
+            retry_in_ms = delay.as_millis() as u64,
+            "reconnecting to LND"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One connection: returns how it ended, or why it failed.
+pub async fn serve_once(
+    endpoint: &LndEndpoint,
+    gate: &Arc<Gate>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<StreamEnd, ConnectError> {
+    let mut client = connect(endpoint).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let gen = gate.open_stream(tx);
+    // LND may send the response headers only with the first HTLC, so this await can
+    // last until then; shutdown still wins.
+    let call = client.htlc_interceptor(UnboundedReceiverStream::new(rx));
+    let response = tokio::select! {
+        r = call => r,
+        _ = shutdown.changed() => {
+            gate.close_stream(gen);
+            return Ok(StreamEnd::Shutdown { unanswered: 0 });
+        }
+    };
+    let mut inbound = match response {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            gate.close_stream(gen);
+            return Err(classify_status(&status, endpoint));
+        }
+    };
+    tracing::info!(addr = %endpoint.rpcserver, stream = gen, "interceptor stream open: deciding HTLCs");
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(req)) => gate.on_request(gen, req),
+                Ok(None) => {
+                    gate.close_stream(gen);
+                    return Ok(StreamEnd::ClosedByLnd);
+                }
+                Err(status) => {
+                    let last = gate.close_stream(gen);
+                    if let Some(key) = last {
+                        tracing::warn!(circuit = %key, message = status.message(), "LND ended the stream; last key answered");
+                    }
+                    return Err(classify_status(&status, endpoint));
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Shutdown: read no more requests (new HTLCs stay with LND), answer those in
+    // flight, then end our half of the stream.
+    let unanswered = gate.drain(gen, gate_drain_limit(gate)).await;
+    // Dropping the gate's sender ends our half of the stream after the queued
+    // answers; LND then ends its half. Wait for that (briefly) so that the answers
+    // are on the wire before the connection is dropped. Requests read meanwhile are
+    // new HTLCs: not taken, LND keeps holding or resumes them.
+    gate.close_stream(gen);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
+    Ok(StreamEnd::Shutdown { unanswered })
+}
+
+fn gate_drain_limit(gate: &Gate) -> Duration {
+    // Every decision ends within the chain budget; a little slack for the send.
+    gate.budget() + Duration::from_millis(500)
+}

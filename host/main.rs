@@ -1,0 +1,105 @@
+//! The `htlcgate` command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use htlcgate::daemon::{self, LndFlags};
+
+/// Policy on LND's HTLC forwarding path: a chain of sandboxed WebAssembly plugins
+/// decides every forwarded HTLC.
+#[derive(Parser, Debug)]
+#[command(name = "htlcgate", version, about)]
+struct Cli {
+    /// What to do (default: run).
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Flags for `run` when no subcommand is given.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, default_value = "htlcgate.toml", global = true)]
+    config: PathBuf,
+    /// LND's gRPC address, host:port (default localhost:10009).
+    #[arg(long = "lnd.rpcserver")]
+    rpcserver: Option<String>,
+    /// LND's TLS certificate (default ~/.lnd/tls.cert).
+    #[arg(long = "lnd.tlscertpath")]
+    tlscertpath: Option<PathBuf>,
+    /// A macaroon with offchain:read offchain:write (default the network's
+    /// admin.macaroon).
+    #[arg(long = "lnd.macaroonpath")]
+    macaroonpath: Option<PathBuf>,
+    /// mainnet | testnet | testnet4 | signet | regtest (default mainnet).
+    #[arg(long)]
+    network: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Hold LND's interceptor stream and decide every HTLC with the configured chain.
+    Run(RunArgs),
+    /// Start a mock LND on loopback and stream HTLCs through the example chain.
+    Demo {
+        /// Directory with the built example plugins.
+        #[arg(long, default_value = "target/wasm-plugins")]
+        plugins: PathBuf,
+        /// Number of HTLCs to stream.
+        #[arg(long, default_value_t = 40)]
+        count: usize,
+        /// Milliseconds between HTLCs.
+        #[arg(long, default_value_t = 40)]
+        pace_ms: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo prints its own lines; only warnings (plugin faults) join them.
+    let default_filter = match cli.command {
+        Some(Command::Demo { .. }) => "warn,htlcgate::mock_lnd=error",
+        _ => "info,h2=warn,tower=warn,hyper=warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_target(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        None => rt.block_on(run(cli.run)),
+        Some(Command::Run(args)) => rt.block_on(run(args)),
+        Some(Command::Demo {
+            plugins,
+            count,
+            pace_ms,
+        }) => rt.block_on(htlcgate::demo::run(htlcgate::demo::DemoOptions {
+            plugins,
+            count,
+            pace: std::time::Duration::from_millis(pace_ms),
+        })),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    daemon::run(
+        args.config,
+        LndFlags {
+            rpcserver: args.rpcserver,
+            tlscertpath: args.tlscertpath,
+            macaroonpath: args.macaroonpath,
+            network: args.network,
+        },
+    )
+    .await
+}

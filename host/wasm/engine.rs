@@ -1,0 +1,75 @@
+//! The one wasmtime engine every plugin runs on, and the clock that enforces
+//! wall-clock deadlines.
+//!
+//! Deadlines use epoch interruption: a ticker thread advances the engine's epoch every
+//! [`TICK`], and each call sets its deadline in ticks. Unlike a watchdog that kills
+//! threads, this costs one load and compare at loop headers and function entries and
+//! cannot leave a store half-written: the guest traps at a safe point.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, OptLevel};
+
+use crate::config::SandboxConfig;
+
+/// One epoch tick: the granularity of every wall-clock deadline.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// Deadline in ticks for a wall-clock limit (at least one tick).
+pub fn ticks(limit: Duration) -> u64 {
+    (limit.as_micros() / TICK.as_micros()).max(1) as u64
+}
+
+/// The engine plus its epoch ticker; dropping the last clone stops the ticker.
+#[derive(Clone)]
+pub struct Sandbox {
+    /// The wasmtime engine (fuel, epochs and stack cap enabled).
+    pub engine: Engine,
+    /// Keeps the ticker alive; the ticker stops when the last `Sandbox` is dropped.
+    _ticker: Arc<Ticker>,
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Sandbox {
+    /// Builds the engine with fuel metering, epoch interruption and the stack cap,
+    /// and starts the ticker thread.
+    pub fn new(cfg: &SandboxConfig) -> anyhow::Result<Sandbox> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(cfg.max_wasm_stack_kb * 1024)
+            .cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("htlcgate-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(Sandbox {
+            engine,
+            _ticker: Arc::new(Ticker { stop }),
+        })
+    }
+}

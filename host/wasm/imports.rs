@@ -1,0 +1,312 @@
+//! What a plugin's store holds and what it may call: the world's host imports (log,
+//! clock, onion blob), WASI with nothing granted, and the memory limiter.
+//!
+//! WASI is linked only so that components from other toolchains (Go and
+//! AssemblyScript through the preview-1 adapter, Rust's std) load: the context has no
+//! preopened directory, no environment, no arguments, no network; stdout and stderr
+//! go into htlcgate's log, rate-limited like the `log` import.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::wasm::bindings::{DeciderImports, LogLevel};
+use crate::wasm::input::HtlcInput;
+
+/// Longest log line kept; the rest is cut.
+const MAX_LINE: usize = 1024;
+/// Log lines a plugin may write in a burst.
+const LOG_BURST: f64 = 50.0;
+/// Log lines per second a plugin may sustain.
+const LOG_RATE: f64 = 10.0;
+
+/// A per-plugin token bucket for log lines: a plugin spamming its log costs one
+/// counter increment per line, and the operator sees how many were dropped.
+#[derive(Debug)]
+pub struct LogLimiter {
+    /// Plugin name, the `plugin` field of every line.
+    plugin: Arc<str>,
+    /// Tokens left.
+    tokens: f64,
+    /// Last refill.
+    last: Instant,
+    /// Lines dropped since the last line written.
+    suppressed: u64,
+    /// Partial line from stdout/stderr, waiting for its newline.
+    partial: Vec<u8>,
+}
+
+impl LogLimiter {
+    /// A full bucket for `plugin`.
+    pub fn new(plugin: Arc<str>) -> LogLimiter {
+        LogLimiter {
+            plugin,
+            tokens: LOG_BURST,
+            last: Instant::now(),
+            suppressed: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Writes one line if the bucket allows, else counts it.
+    pub fn line(&mut self, level: LogLevel, msg: &str) {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * LOG_RATE).min(LOG_BURST);
+        self.last = now;
+        if self.tokens < 1.0 {
+            self.suppressed += 1;
+            return;
+        }
+        self.tokens -= 1.0;
+        let mut cut = msg.len().min(MAX_LINE);
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let msg = &msg[..cut];
+        let plugin = &*self.plugin;
+        if self.suppressed > 0 {
+            tracing::warn!(
+                plugin,
+                suppressed = self.suppressed,
+                "plugin log lines dropped by the rate limit"
+            );
+            self.suppressed = 0;
+        }
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, "{msg}"),
+            LogLevel::Info => tracing::info!(plugin, "{msg}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{msg}"),
+            LogLevel::Error => tracing::error!(plugin, "{msg}"),
+        }
+    }
+
+    /// Feeds raw stdout/stderr bytes; complete lines are logged at `level`.
+    fn bytes(&mut self, level: LogLevel, bytes: &[u8]) {
+        self.partial.extend_from_slice(bytes);
+        while let Some(pos) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            self.line(level, &text);
+        }
+        if self.partial.len() > MAX_LINE {
+            let text = String::from_utf8_lossy(&self.partial).into_owned();
+            self.partial.clear();
+            self.line(level, &text);
+        }
+    }
+}
+
+/// Caps linear memory and table growth; remembers that the cap was hit so that the
+/// trap is reported as a memory fault, not a generic one.
+#[derive(Debug)]
+pub struct MemoryCap {
+    /// The cap in bytes.
+    pub limit_bytes: usize,
+    /// Set when a grow was refused.
+    pub hit: bool,
+}
+
+/// Most table elements a plugin may have.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit_bytes {
+            self.hit = true;
+            // An error (not `Ok(false)`) traps the guest at once, instead of letting
+            // it loop on failed grows until its fuel runs out.
+            return Err(wasmtime::Error::msg(format!(
+                "memory cap of {} bytes reached (asked for {desired})",
+                self.limit_bytes
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        // Components made through the preview-1 adapter hold several core instances.
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+}
+
+/// Everything one plugin instance's store holds.
+pub struct PluginState {
+    /// The plugin's name, for logs.
+    pub plugin: Arc<str>,
+    /// WASI with nothing granted.
+    wasi: WasiCtx,
+    /// WASI's resource table.
+    table: ResourceTable,
+    /// The memory cap.
+    pub memory: MemoryCap,
+    /// The log rate limiter, shared with stdout/stderr.
+    pub log: Arc<Mutex<LogLimiter>>,
+    /// The HTLC being decided, for the `onion-blob` import.
+    pub current: Option<Arc<HtlcInput>>,
+}
+
+impl PluginState {
+    /// A fresh store state for `plugin` with a memory cap of `limit_bytes`.
+    pub fn new(plugin: Arc<str>, limit_bytes: usize) -> PluginState {
+        let log = Arc::new(Mutex::new(LogLimiter::new(plugin.clone())));
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(LogStream {
+            log: log.clone(),
+            level: LogLevel::Info,
+        })
+        .stderr(LogStream {
+            log: log.clone(),
+            level: LogLevel::Warn,
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+        PluginState {
+            plugin,
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit_bytes,
+                hit: false,
+            },
+            log,
+            current: None,
+        }
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl DeciderImports for PluginState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        if let Ok(mut l) = self.log.lock() {
+            l.line(level, &message);
+        }
+    }
+
+    fn now_unix_ms(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn onion_blob(&mut self) -> Vec<u8> {
+        self.current
+            .as_ref()
+            .map(|h| h.onion_blob.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A plugin's stdout or stderr, written into the log line by line.
+#[derive(Clone)]
+struct LogStream {
+    log: Arc<Mutex<LogLimiter>>,
+    level: LogLevel,
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl LogStream {
+    fn write_bytes(&self, bytes: &[u8]) {
+        if let Ok(mut l) = self.log.lock() {
+            l.bytes(self.level, bytes);
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogStream {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LogStream {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.write_bytes(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for LogStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.write_bytes(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}

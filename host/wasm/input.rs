@@ -1,0 +1,118 @@
+//! One intercepted HTLC, converted once into the WIT record that every plugin of the
+//! chain is handed (by reference: no copy per plugin).
+
+use crate::circuit::CircuitKey;
+use crate::lnd::proto::routerrpc::ForwardHtlcInterceptRequest;
+use crate::wasm::bindings::{CircuitKey as WitKey, CustomRecord, Htlc};
+
+/// An HTLC as the chain sees it.
+#[derive(Clone, Debug)]
+pub struct HtlcInput {
+    /// Its circuit key.
+    pub key: CircuitKey,
+    /// The record passed to `decide`.
+    pub record: Htlc,
+    /// The onion blob, handed out only through the `onion-blob` import.
+    pub onion_blob: Vec<u8>,
+}
+
+/// Why a request from LND cannot be decided.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// LND always sets the key; without it the HTLC cannot be answered at all.
+    #[error("request without incoming_circuit_key (cannot be answered)")]
+    MissingKey,
+}
+
+fn records(map: std::collections::HashMap<u64, Vec<u8>>) -> Vec<CustomRecord> {
+    let mut v: Vec<CustomRecord> = map
+        .into_iter()
+        .map(|(key, value)| CustomRecord { key, value })
+        .collect();
+    // Sorted, so that every plugin (and every replay) sees the same order.
+    v.sort_unstable_by_key(|r| r.key);
+    v
+}
+
+impl HtlcInput {
+    /// Converts LND's request. Takes it by value: the byte fields are moved, not
+    /// copied.
+    pub fn from_request(req: ForwardHtlcInterceptRequest) -> Result<HtlcInput, InputError> {
+        let key = req.incoming_circuit_key.ok_or(InputError::MissingKey)?;
+        let key = CircuitKey {
+            chan_id: key.chan_id,
+            htlc_id: key.htlc_id,
+        };
+        let record = Htlc {
+            incoming_circuit_key: WitKey {
+                chan_id: key.chan_id,
+                htlc_id: key.htlc_id,
+            },
+            incoming_amount_msat: req.incoming_amount_msat,
+            incoming_expiry: req.incoming_expiry,
+            payment_hash: req.payment_hash,
+            outgoing_requested_chan_id: req.outgoing_requested_chan_id,
+            outgoing_amount_msat: req.outgoing_amount_msat,
+            outgoing_expiry: req.outgoing_expiry,
+            custom_records: records(req.custom_records),
+            onion_blob_size: u32::try_from(req.onion_blob.len()).unwrap_or(u32::MAX),
+            auto_fail_height: req.auto_fail_height,
+            in_wire_custom_records: records(req.in_wire_custom_records),
+            outgoing_requested_node_id: if req.outgoing_requested_node_id.is_empty() {
+                None
+            } else {
+                Some(req.outgoing_requested_node_id)
+            },
+        };
+        Ok(HtlcInput {
+            key,
+            record,
+            onion_blob: req.onion_blob,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lnd::proto::routerrpc::CircuitKey as ProtoKey;
+
+    #[test]
+    fn request_without_key_is_refused() {
+        let err = HtlcInput::from_request(ForwardHtlcInterceptRequest::default()).unwrap_err();
+        assert_eq!(err, InputError::MissingKey);
+    }
+
+    #[test]
+    fn every_field_is_carried_over() {
+        let req = ForwardHtlcInterceptRequest {
+            incoming_circuit_key: Some(ProtoKey {
+                chan_id: 5,
+                htlc_id: 6,
+            }),
+            incoming_amount_msat: 1001,
+            incoming_expiry: 500,
+            payment_hash: vec![9; 32],
+            outgoing_requested_chan_id: 7,
+            outgoing_amount_msat: 1000,
+            outgoing_expiry: 460,
+            custom_records: [(70000, vec![1]), (65536, vec![2])].into(),
+            onion_blob: vec![0; 1366],
+            auto_fail_height: 480,
+            in_wire_custom_records: [(65537, vec![3])].into(),
+            outgoing_requested_node_id: vec![2; 33],
+        };
+        let i = HtlcInput::from_request(req).unwrap();
+        assert_eq!(i.key.to_string(), "5:6");
+        assert_eq!(i.record.onion_blob_size, 1366);
+        assert_eq!(i.onion_blob.len(), 1366);
+        assert_eq!(i.record.custom_records[0].key, 65536);
+        assert_eq!(i.record.in_wire_custom_records[0].value, vec![3]);
+        assert_eq!(i.record.outgoing_requested_node_id, Some(vec![2; 33]));
+        assert_eq!(i.record.auto_fail_height, 480);
+        assert_eq!(
+            (i.record.incoming_expiry, i.record.outgoing_expiry),
+            (500, 460)
+        );
+    }
+}

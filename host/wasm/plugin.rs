@@ -1,0 +1,358 @@
+//! One plugin: its compiled component, its long-lived sandboxed instance, and the
+//! bookkeeping that turns misbehaviour into faults and quarantine.
+//!
+//! The component is compiled and pre-instantiated once at load ([`Plugin::load`]);
+//! `decide` runs on one long-lived instance, with fuel, an epoch deadline and a
+//! memory cap set per call. After a trap the instance is thrown away and rebuilt
+//! (wasmtime refuses to re-enter a component instance that trapped, and its memory
+//! may be half-written).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+
+use crate::config::PluginConfig;
+use crate::verdict::{self, Verdict};
+use crate::wasm::bindings::{Decider, DeciderPre};
+use crate::wasm::engine::{ticks, Sandbox};
+use crate::wasm::fault::PluginFault;
+use crate::wasm::imports::PluginState;
+use crate::wasm::input::HtlcInput;
+
+/// Why a plugin could not be loaded. Each names the plugin, the file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("plugin `{plugin}` ({path}): cannot read the file: {reason}")]
+    Read {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// A core wasm module, not a component.
+    #[error("plugin `{plugin}` ({path}): this is a core WebAssembly module, not a component; build it for wasm32-wasip2 (Rust) or turn it into a component with the SDK's build command (see README, Writing a plugin)")]
+    CoreModule {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+    },
+    /// Not WebAssembly, or a component wasmtime cannot compile.
+    #[error("plugin `{plugin}` ({path}): not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// The compiler's message.
+        reason: String,
+    },
+    /// The component does not implement the `htlcgate:plugin/decider` world, or
+    /// imports something htlcgate does not grant.
+    #[error("plugin `{plugin}` ({path}): does not fit the htlcgate:plugin@0.1.0 `decider` world: {reason}; build it against wit/plugin.wit (the SDKs do)")]
+    WrongWorld {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// Which import or export does not match.
+        reason: String,
+    },
+    /// `init` returned an error.
+    #[error("plugin `{plugin}` ({path}): init refused the configuration: {message}; fix [plugin.config] for `{plugin}`")]
+    InitRefused {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// The plugin's own message.
+        message: String,
+    },
+    /// Instantiation or `init` faulted (trap, fuel, deadline, memory).
+    #[error("plugin `{plugin}` ({path}): failed while starting (instantiate + init): {fault}")]
+    InitFault {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// The fault; its limits are `init_fuel` and `init_timeout_ms`.
+        fault: PluginFault,
+    },
+}
+
+/// What one plugin said about one HTLC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// No opinion: the next plugin decides.
+    Next,
+    /// A valid verdict.
+    Verdict(Verdict),
+    /// The plugin faulted; its `on_fault` applies.
+    Fault(PluginFault),
+    /// The plugin is quarantined and was not called; its `on_fault` applies.
+    Quarantined,
+}
+
+/// The cost of one call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Fuel units used.
+    pub fuel: u64,
+    /// Wall-clock time of the call.
+    pub elapsed: Duration,
+}
+
+struct Live {
+    store: Store<PluginState>,
+    bindings: Decider,
+}
+
+/// A loaded plugin: compiled, instantiated and `init`ed.
+pub struct Plugin {
+    /// Its `[[plugin]]` entry.
+    pub cfg: PluginConfig,
+    /// Its name, shared with log lines.
+    pub name: Arc<str>,
+    sandbox: Sandbox,
+    pre: DeciderPre<PluginState>,
+    live: Option<Live>,
+    consecutive_faults: u32,
+    quarantined: bool,
+}
+
+/// The component magic: `\0asm`, then layer 1 (component) version 0x0d.
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+/// A core module header (version 1).
+const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
+/// The linker every plugin gets: WASI preview 2 with an empty context, plus the
+/// world's own imports.
+fn linker(sandbox: &Sandbox) -> wasmtime::Result<Linker<PluginState>> {
+    let mut linker = Linker::new(&sandbox.engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    Decider::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(
+        &mut linker,
+        |s| s,
+    )?;
+    Ok(linker)
+}
+
+impl Plugin {
+    /// Reads, compiles, links, instantiates and `init`s a plugin.
+    pub fn load(sandbox: &Sandbox, cfg: PluginConfig) -> Result<Plugin, LoadError> {
+        let bytes = std::fs::read(&cfg.path).map_err(|e| LoadError::Read {
+            plugin: cfg.name.clone(),
+            path: cfg.path.clone(),
+            reason: e.to_string(),
+        })?;
+        Plugin::from_bytes(sandbox, cfg, &bytes)
+    }
+
+    /// As [`Plugin::load`], from bytes already read (`cfg.path` names them in errors).
+    pub fn from_bytes(
+        sandbox: &Sandbox,
+        cfg: PluginConfig,
+        bytes: &[u8],
+    ) -> Result<Plugin, LoadError> {
+        let plugin = cfg.name.clone();
+        let path = cfg.path.clone();
+        if bytes.starts_with(&MODULE_HEADER) {
+            return Err(LoadError::CoreModule { plugin, path });
+        }
+        if !bytes.starts_with(&COMPONENT_HEADER) {
+            return Err(LoadError::Invalid {
+                plugin,
+                path,
+                reason: "the file does not start with the WebAssembly component header (\\0asm, version 0x0d)".into(),
+            });
+        }
+        let component = Component::new(&sandbox.engine, bytes).map_err(|e| LoadError::Invalid {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let linker = linker(sandbox).map_err(|e| LoadError::Invalid {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = DeciderPre::new(instance_pre).map_err(wrong_world)?;
+        let name: Arc<str> = Arc::from(cfg.name.as_str());
+        let mut p = Plugin {
+            cfg,
+            name,
+            sandbox: sandbox.clone(),
+            pre,
+            live: None,
+            consecutive_faults: 0,
+            quarantined: false,
+        };
+        p.live = Some(p.start()?);
+        Ok(p)
+    }
+
+    /// Instantiates and runs `init` under the init limits.
+    fn start(&self) -> Result<Live, LoadError> {
+        let fault = |fault| LoadError::InitFault {
+            plugin: self.cfg.name.clone(),
+            path: self.cfg.path.clone(),
+            fault,
+        };
+        let mut store = Store::new(
+            &self.sandbox.engine,
+            PluginState::new(self.name.clone(), self.cfg.memory_bytes),
+        );
+        store.limiter(|s| &mut s.memory);
+        store.set_fuel(self.cfg.init_fuel).expect("fuel is enabled");
+        store.set_epoch_deadline(ticks(self.cfg.init_timeout));
+        store.epoch_deadline_trap();
+        let classify = |store: &Store<PluginState>, e: &wasmtime::Error| {
+            PluginFault::from_call_error(
+                e,
+                self.cfg.init_fuel,
+                self.cfg.init_timeout,
+                store.data().memory.hit,
+                self.cfg.memory_bytes,
+            )
+        };
+        // Instantiation runs the guest's start-up code (the Go runtime's, for Go
+        // plugins), so it shares init's fuel and deadline.
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => {
+                let f = classify(&store, &e);
+                // A missing import surfaces here for components whose imports only
+                // resolve at instantiation; it is a trap-free error.
+                return Err(match f {
+                    PluginFault::Trap { message } => LoadError::WrongWorld {
+                        plugin: self.cfg.name.clone(),
+                        path: self.cfg.path.clone(),
+                        reason: message,
+                    },
+                    f => fault(f),
+                });
+            }
+        };
+        match bindings.call_init(&mut store, &self.cfg.config) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                return Err(LoadError::InitRefused {
+                    plugin: self.cfg.name.clone(),
+                    path: self.cfg.path.clone(),
+                    message,
+                })
+            }
+            Err(e) => return Err(fault(classify(&store, &e))),
+        }
+        Ok(Live { store, bindings })
+    }
+
+    /// Whether the plugin is quarantined (not called; its `on_fault` applies).
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined
+    }
+
+    /// Asks the plugin about one HTLC. Never panics and never blocks longer than the
+    /// plugin's `timeout_ms` (plus re-instantiation after a trap, bounded by
+    /// `init_timeout_ms`).
+    pub fn decide(&mut self, input: &Arc<HtlcInput>) -> (Step, Cost) {
+        if self.quarantined {
+            return (Step::Quarantined, Cost::default());
+        }
+        let started = Instant::now();
+        let (result, fuel_used) = self.call(input);
+        let cost = Cost {
+            fuel: fuel_used,
+            elapsed: started.elapsed(),
+        };
+        let step = match result {
+            Ok(resolution) => match verdict::validate(&resolution, &input.record.payment_hash) {
+                Ok(Some(v)) => Step::Verdict(v),
+                Ok(None) => Step::Next,
+                Err(invalid) => Step::Fault(PluginFault::InvalidVerdict(invalid)),
+            },
+            Err(fault) => Step::Fault(fault),
+        };
+        if let Step::Fault(fault) = &step {
+            self.consecutive_faults += 1;
+            if fault.poisons_instance() {
+                self.live = None;
+                self.restart();
+            }
+            if self.consecutive_faults >= self.cfg.max_faults {
+                self.quarantined = true;
+                tracing::error!(
+                    plugin = &*self.name,
+                    faults = self.consecutive_faults,
+                    on_fault = ?self.cfg.on_fault,
+                    "plugin quarantined after {} consecutive faults: it is no longer called, its on_fault policy applies until its file changes or htlcgate restarts",
+                    self.consecutive_faults
+                );
+            }
+        } else {
+            self.consecutive_faults = 0;
+        }
+        (step, cost)
+    }
+
+    fn call(
+        &mut self,
+        input: &Arc<HtlcInput>,
+    ) -> (Result<crate::wasm::bindings::Resolution, PluginFault>, u64) {
+        let Some(live) = self.live.as_mut() else {
+            return (
+                Err(PluginFault::NoInstance {
+                    reason: "its instance could not be restarted after a trap".into(),
+                }),
+                0,
+            );
+        };
+        let store = &mut live.store;
+        store.set_fuel(self.cfg.fuel).expect("fuel is enabled");
+        store.set_epoch_deadline(ticks(self.cfg.timeout));
+        store.data_mut().current = Some(input.clone());
+        let r = live.bindings.call_decide(&mut *store, &input.record);
+        store.data_mut().current = None;
+        let used = self.cfg.fuel - store.get_fuel().unwrap_or(0);
+        match r {
+            Ok(res) => (Ok(res), used),
+            Err(e) => (
+                Err(PluginFault::from_call_error(
+                    &e,
+                    self.cfg.fuel,
+                    self.cfg.timeout,
+                    store.data().memory.hit,
+                    self.cfg.memory_bytes,
+                )),
+                used,
+            ),
+        }
+    }
+
+    /// Rebuilds the instance after a trap. If that fails the plugin is quarantined:
+    /// it has nothing left to call.
+    fn restart(&mut self) {
+        match self.start() {
+            Ok(live) => self.live = Some(live),
+            Err(e) => {
+                self.quarantined = true;
+                tracing::error!(
+                    plugin = &*self.name,
+                    "plugin quarantined: cannot restart its instance after a trap: {e}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The host imports, with stand-ins outside WebAssembly.
+//!
+//! The generated import stubs are `unreachable!()` on other targets, so unit
+//! tests on the host would panic at the first log line. Everything in the SDK
+//! calls the host through here instead: the real import in WebAssembly, a
+//! harmless stand-in elsewhere.
+
+use crate::bindings::LogLevel;
+
+/// Writes a log line through the host.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn log(level: LogLevel, message: &str) {
+    crate::bindings::log(level, message);
+}
+
+/// Writes a log line to stderr (host builds: unit tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn log(level: LogLevel, message: &str) {
+    eprintln!("[plugin {level:?}] {message}");
+}
+
+/// Wall-clock milliseconds from the host.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn now_unix_ms() -> u64 {
+    crate::bindings::now_unix_ms()
+}
+
+/// Wall-clock milliseconds from the system clock (host builds: unit tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The onion blob of the HTLC being decided, copied from the host.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn onion_blob() -> Vec<u8> {
+    crate::bindings::onion_blob()
+}
+
+/// No host to ask (host builds: unit tests set the blob with `HtlcBuilder`).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn onion_blob() -> Vec<u8> {
+    Vec::new()
+}

@@ -1,0 +1,156 @@
+//! The `htlcgate` binary end to end: bad configurations refused before any
+//! connection with a clear message; `run` against the mock LND, stopped by SIGTERM
+//! after answering what it holds.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::forward;
+use htlcgate::lnd::proto::routerrpc::ResolveHoldForwardAction;
+use htlcgate::mock_lnd::{MockLnd, MockOptions};
+
+fn htlcgate(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_htlcgate"));
+    c.arg("--config").arg(config).env("RUST_LOG", "info");
+    c
+}
+
+/// Runs `htlcgate run` on a config text; returns (success, stderr).
+fn run_config(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = common::plugins_dir();
+    let text = text.replace("PLUGINS", plugins.to_str().unwrap());
+    let cfg = dir.path().join("htlcgate.toml");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(dir.path().join("junk.wasm"), b"not wasm").unwrap();
+    let out = htlcgate(&cfg)
+        // Nothing listens there: a config error must come before any connection.
+        .args(["--lnd.rpcserver", "127.0.0.1:9"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn refused(text: &str, needles: &[&str]) {
+    let (ok, err) = run_config(text);
+    assert!(!ok, "accepted: {text}");
+    for n in needles {
+        assert!(err.contains(n), "missing `{n}` in: {err}");
+    }
+    assert!(
+        !err.contains("TLS connection"),
+        "connected before refusing: {err}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_names_the_file_and_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_htlcgate"))
+        .args(["--config", "/nonexistent/htlcgate.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/htlcgate.toml") && err.contains("--config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_configurations_are_refused_with_the_key_and_the_fix() {
+    refused(
+        "[chain]\ndefault_verdict = \"settle\"\n",
+        &["default_verdict", "resume"],
+    );
+    refused("[lnd]\nrpcsrver = \"x\"\n", &["rpcsrver"]);
+    refused(
+        "[[plugin]]\nname = \"a\"\npath = \"missing.wasm\"\n",
+        &["plugin[0] (a).path", "not found", "scripts/build-plugins"],
+    );
+    refused(
+        "[[plugin]]\nname = \"a\"\npath = \"PLUGINS/fee-floor.wasm\"\n[[plugin]]\nname = \"a\"\npath = \"PLUGINS/fee-floor.wasm\"\n",
+        &["duplicate plugin name `a`"],
+    );
+    refused(
+        "[[plugin]]\nname = \"junk\"\npath = \"junk.wasm\"\n",
+        &[
+            "plugin `junk`",
+            "junk.wasm",
+            "not a valid WebAssembly component",
+        ],
+    );
+    refused(
+        "[[plugin]]\nname = \"max\"\npath = \"PLUGINS/max-htlc.wasm\"\n",
+        &["plugin `max`", "init refused", "max_msat"],
+    );
+    refused(
+        "[[plugin]]\nname = \"fee\"\npath = \"PLUGINS/fee-floor.wasm\"\nfuel = 0\n",
+        &["plugin[0] (fee).fuel", "greater than 0"],
+    );
+    refused(
+        "[[plugin]]\nname = \"fee\"\npath = \"PLUGINS/fee-floor.wasm\"\non_fault = \"panic\"\n",
+        &["on_fault", "panic"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_decides_htlcs_from_lnd_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockLnd::start(MockOptions::new(dir.path().join("lnd")))
+        .await
+        .unwrap();
+    let plugins = common::plugins_dir();
+    let cfg = dir.path().join("htlcgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[lnd]\nrpcserver = \"{}\"\ntlscertpath = \"{}\"\nmacaroonpath = \"{}\"\n\n[[plugin]]\nname = \"fee-floor\"\npath = \"{}\"\n[plugin.config]\nbase_msat = 1000\n",
+            mock.addr(),
+            mock.cert_path().display(),
+            mock.macaroon_path().display(),
+            plugins.join("fee-floor.wasm").display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_htlcgate"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    mock.wait_connected(Duration::from_secs(20)).await.unwrap();
+    mock.send_htlc(forward(1, 100_000, 2_000));
+    mock.send_htlc(forward(2, 100_000, 10));
+    mock.wait_resolved(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let actions: std::collections::HashMap<_, _> = mock
+        .resolutions()
+        .into_iter()
+        .map(|r| (r.key.1, r.response.action()))
+        .collect();
+    assert_eq!(actions[&1], ResolveHoldForwardAction::Resume);
+    assert_eq!(actions[&2], ResolveHoldForwardAction::Fail);
+
+    let pid = child.id().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(mock.violations().is_empty());
+}
