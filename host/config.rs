@@ -53,6 +53,8 @@ pub struct Config {
     pub chain: ChainConfig,
     /// Engine-wide sandbox settings.
     pub sandbox: SandboxConfig,
+    /// The verdict journal.
+    pub journal: JournalConfig,
     /// The plugins, in chain order.
     pub plugins: Vec<PluginConfig>,
 }
@@ -104,8 +106,16 @@ pub struct ChainConfig {
     pub budget: Duration,
     /// Sent when the budget runs out (`on_budget`, default resume).
     pub on_budget: DefaultVerdict,
-    /// How many verdicts are remembered for replays (`replay_cache`, default 100000).
-    pub replay_cache: usize,
+}
+
+/// `[journal]`: where verdicts are recorded before they are sent.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    /// The journal file (`path`, default `htlcgate.journal` beside the config file).
+    pub path: PathBuf,
+    /// Size and age bounds (`max_entries`, default 1,000,000; `max_age_days`,
+    /// default 14).
+    pub retention: crate::journal::Retention,
 }
 
 /// `[sandbox]`: settings shared by every plugin (one wasmtime engine).
@@ -150,6 +160,12 @@ pub struct PluginConfig {
     pub max_faults: u32,
     /// The `[plugin.config]` table, passed to `init` as strings, sorted by key.
     pub config: Vec<(String, String)>,
+    /// Expected sha256 of the file, lowercase hex (`sha256`); a mismatch refuses
+    /// the load.
+    pub sha256: Option<String>,
+    /// Capabilities granted beyond the base world (`grants`, see
+    /// [`crate::wasm::grants::CAPABILITIES`]).
+    pub grants: Vec<String>,
 }
 
 /// Defaults for `[[plugin]]` keys.
@@ -168,8 +184,10 @@ pub mod defaults {
     pub const MAX_FAULTS: u32 = 5;
     /// Chain budget in milliseconds.
     pub const BUDGET_MS: u64 = 2000;
-    /// Verdicts remembered for replay.
-    pub const REPLAY_CACHE: usize = 100_000;
+    /// Journal entries kept.
+    pub const JOURNAL_MAX_ENTRIES: u64 = 1_000_000;
+    /// Journal entries' maximum age in days.
+    pub const JOURNAL_MAX_AGE_DAYS: u64 = 14;
     /// Wasm stack in KiB.
     pub const MAX_WASM_STACK_KB: usize = 512;
 }
@@ -183,6 +201,8 @@ struct RawConfig {
     chain: RawChain,
     #[serde(default)]
     sandbox: RawSandbox,
+    #[serde(default)]
+    journal: RawJournal,
     #[serde(default, rename = "plugin")]
     plugins: Vec<RawPlugin>,
 }
@@ -193,7 +213,14 @@ struct RawChain {
     default_verdict: Option<DefaultVerdict>,
     budget_ms: Option<u64>,
     on_budget: Option<DefaultVerdict>,
-    replay_cache: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    path: Option<PathBuf>,
+    max_entries: Option<u64>,
+    max_age_days: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -214,6 +241,9 @@ struct RawPlugin {
     memory_mb: Option<u64>,
     on_fault: Option<OnFault>,
     max_faults: Option<u32>,
+    sha256: Option<String>,
+    #[serde(default)]
+    grants: Vec<String>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -260,11 +290,24 @@ impl Config {
                 ),
             ));
         }
-        let replay_cache = raw.chain.replay_cache.unwrap_or(defaults::REPLAY_CACHE);
-        if replay_cache == 0 {
+        let max_entries = raw
+            .journal
+            .max_entries
+            .unwrap_or(defaults::JOURNAL_MAX_ENTRIES);
+        if max_entries < 1000 {
             return Err(invalid(
-                "chain.replay_cache".into(),
-                "must be at least 1 (replayed HTLCs must get their earlier verdict)".into(),
+                "journal.max_entries".into(),
+                format!("{max_entries} is too small; use at least 1000 (replayed HTLCs must find their verdict)"),
+            ));
+        }
+        let max_age_days = raw
+            .journal
+            .max_age_days
+            .unwrap_or(defaults::JOURNAL_MAX_AGE_DAYS);
+        if max_age_days < 14 {
+            return Err(invalid(
+                "journal.max_age_days".into(),
+                format!("{max_age_days} is too short; use at least 14 (LND can hold an HTLC for up to 2016 blocks)"),
             ));
         }
         let stack = raw
@@ -358,6 +401,34 @@ impl Config {
             if max_faults == 0 {
                 return Err(invalid(key("max_faults"), "must be at least 1".into()));
             }
+            let sha256 = match p.sha256 {
+                None => None,
+                Some(h) => {
+                    let h = h.trim().to_ascii_lowercase();
+                    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(invalid(
+                            key("sha256"),
+                            format!("`{h}` is not a sha256 in hex (64 hex digits); compute it with `sha256sum {}`", resolved.display()),
+                        ));
+                    }
+                    Some(h)
+                }
+            };
+            for g in &p.grants {
+                if crate::wasm::grants::capability(g).is_none() {
+                    return Err(invalid(
+                        key("grants"),
+                        format!(
+                            "unknown capability `{g}`; known: {}",
+                            crate::wasm::grants::CAPABILITIES
+                                .iter()
+                                .map(|c| c.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
             let mut config = Vec::with_capacity(p.config.len());
             for (k, v) in p.config {
                 let s = match v {
@@ -388,6 +459,8 @@ impl Config {
                 on_fault: p.on_fault.unwrap_or(OnFault::Skip),
                 max_faults,
                 config,
+                sha256,
+                grants: p.grants,
             });
         }
         Ok(Config {
@@ -397,7 +470,23 @@ impl Config {
                 default_verdict: raw.chain.default_verdict.unwrap_or(DefaultVerdict::Resume),
                 budget: Duration::from_millis(budget_ms),
                 on_budget: raw.chain.on_budget.unwrap_or(DefaultVerdict::Resume),
-                replay_cache,
+            },
+            journal: JournalConfig {
+                path: match raw.journal.path {
+                    Some(p) => {
+                        let p = expand_home(&p);
+                        if p.is_absolute() {
+                            p
+                        } else {
+                            base.join(p)
+                        }
+                    }
+                    None => base.join("htlcgate.journal"),
+                },
+                retention: crate::journal::Retention {
+                    max_entries,
+                    max_age: Duration::from_secs(max_age_days * 24 * 3600),
+                },
             },
             sandbox: SandboxConfig {
                 max_wasm_stack_kb: stack,
@@ -413,7 +502,6 @@ impl Default for ChainConfig {
             default_verdict: DefaultVerdict::Resume,
             budget: Duration::from_millis(defaults::BUDGET_MS),
             on_budget: DefaultVerdict::Resume,
-            replay_cache: defaults::REPLAY_CACHE,
         }
     }
 }
@@ -440,6 +528,8 @@ impl PluginConfig {
             on_fault: OnFault::Skip,
             max_faults: defaults::MAX_FAULTS,
             config: Vec::new(),
+            sha256: None,
+            grants: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::chain::Chain;
 use crate::config::{expand_home, Config};
 use crate::gate::Gate;
+use crate::journal::Journal;
 use crate::lnd::connect::LndEndpoint;
 use crate::wasm::engine::Sandbox;
 
@@ -82,7 +83,9 @@ pub async fn run(config_path: PathBuf, flags: LndFlags) -> anyhow::Result<()> {
         default = %cfg.chain.default_verdict.verdict(),
         "chain loaded"
     );
-    let gate = Gate::new(chain, cfg.chain.clone(), None);
+    let journal = Journal::open(&cfg.journal.path, cfg.journal.retention)?;
+    tracing::info!(path = %cfg.journal.path.display(), entries = journal.len().unwrap_or(0), "verdict journal open");
+    let gate = Gate::new(chain, cfg.chain.clone(), journal, None);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

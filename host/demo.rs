@@ -197,7 +197,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(&SandboxConfig::default())?;
     let chain = Chain::load(&sandbox, &plugins, Verdict::Resume)?;
     let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
-    let gate = Gate::new(chain, ChainConfig::default(), Some(obs_tx));
+    let gate = Gate::new(
+        chain,
+        ChainConfig::default(),
+        crate::journal::Journal::in_memory(),
+        Some(obs_tx),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stream = tokio::spawn(crate::lnd::stream::run(
         mock.endpoint(),

@@ -5,27 +5,32 @@
 //! answer on that stream. Answering a key LND does not hold ("forward does not
 //! exist") ends the whole stream, so:
 //! - a request whose key is already pending on this stream is not answered again;
-//! - a key decided before (an earlier stream, or earlier on this one) gets the
-//!   remembered verdict at once, never a new decision (replay);
+//! - a key decided before (an earlier stream, earlier on this one, or before a
+//!   restart) gets its journaled verdict at once, never a new decision (replay);
+//! - a key LND refused to resume or fail because it is held in the on-chain flow is
+//!   answered only with a settle, or not at all, so the stream is not ended again;
 //! - a key whose decision is still running from an earlier stream waits for that
 //!   decision instead of starting a second one;
-//! - a decision that finishes after its stream closed is remembered, not sent: LND
+//! - a decision that finishes after its stream closed is journaled, not sent: LND
 //!   will replay the key on the next stream.
+//!
+//! Every verdict is committed to the journal before it is sent.
 //!
 //! All of this happens under one mutex, so "remove from pending" and "send" are one
 //! step.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
 use crate::chain::{Chain, DecidedBy, Decision};
 use crate::circuit::{CircuitKey, Scid};
 use crate::config::ChainConfig;
+use crate::journal::Journal;
 use crate::lnd::proto::routerrpc::{ForwardHtlcInterceptRequest, ForwardHtlcInterceptResponse};
-use crate::replay::ReplayCache;
+use crate::verdict::Verdict;
 use crate::wasm::input::HtlcInput;
 
 /// One decided HTLC, for observers (the demo, tests).
@@ -49,10 +54,30 @@ struct CurrentStream {
     pending: HashSet<CircuitKey>,
     /// The last key answered, to name it when LND ends the stream.
     last_answered: Option<CircuitKey>,
+    /// Resume and fail answers sent recently, newest last: the candidates when LND
+    /// ends the stream because one of them is held on-chain.
+    recent: VecDeque<(Instant, CircuitKey)>,
+}
+
+/// How long after sending an answer LND may still end the stream over it: LND
+/// handles responses in order within milliseconds, so the one it refused is among
+/// those sent in this window before the stream ended.
+const ON_CHAIN_WINDOW: Duration = Duration::from_secs(1);
+/// Most recent answers remembered per stream.
+const RECENT_MAX: usize = 4096;
+
+/// What is known about a stream when it closes.
+#[derive(Debug, Default)]
+pub struct ClosedStream {
+    /// The last key answered on it.
+    pub last_answered: Option<CircuitKey>,
+    /// Resume/fail answers sent within [`ON_CHAIN_WINDOW`] before it closed.
+    pub recent: Vec<CircuitKey>,
 }
 
 struct State {
-    cache: ReplayCache,
+    /// Keys LND holds in the on-chain flow: answered only with a settle.
+    on_chain: HashSet<CircuitKey>,
     /// Keys whose chain decision is running.
     inflight: HashSet<CircuitKey>,
     current: Option<CurrentStream>,
@@ -63,6 +88,7 @@ struct State {
 pub struct Gate {
     chain: RwLock<Arc<Chain>>,
     cfg: ChainConfig,
+    journal: Journal,
     state: Mutex<State>,
     /// Woken whenever an answer is sent (for draining on shutdown).
     answered: Notify,
@@ -70,17 +96,26 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// A gate over `chain` with the chain-wide settings in `cfg`; `observer`, if
-    /// given, receives every decision.
+    /// A gate over `chain` with the chain-wide settings in `cfg`, recording verdicts
+    /// in `journal`; `observer`, if given, receives every decision.
     pub fn new(
         chain: Chain,
         cfg: ChainConfig,
+        journal: Journal,
         observer: Option<mpsc::UnboundedSender<DecisionEvent>>,
     ) -> Arc<Gate> {
+        let on_chain = match journal.on_chain_keys() {
+            Ok(keys) => keys.into_iter().collect(),
+            Err(e) => {
+                tracing::error!("cannot read on-chain keys from the journal: {e}");
+                HashSet::new()
+            }
+        };
         Arc::new(Gate {
             chain: RwLock::new(Arc::new(chain)),
+            journal,
             state: Mutex::new(State {
-                cache: ReplayCache::new(cfg.replay_cache),
+                on_chain,
                 inflight: HashSet::new(),
                 current: None,
                 next_gen: 1,
@@ -92,7 +127,7 @@ impl Gate {
     }
 
     /// The chain's wall-clock budget per HTLC.
-    pub fn budget(&self) -> std::time::Duration {
+    pub fn budget(&self) -> Duration {
         self.cfg.budget
     }
 
@@ -120,18 +155,43 @@ impl Gate {
             tx,
             pending: HashSet::new(),
             last_answered: None,
+            recent: VecDeque::new(),
         });
         gen
     }
 
-    /// Forgets stream `gen`: nothing more is sent on it. Returns the last key
-    /// answered on it, if any.
-    pub fn close_stream(&self, gen: StreamGen) -> Option<CircuitKey> {
+    /// Forgets stream `gen`: nothing more is sent on it. Returns what is known of
+    /// its last answers.
+    pub fn close_stream(&self, gen: StreamGen) -> ClosedStream {
         let mut st = self.lock();
-        if st.current.as_ref().is_some_and(|c| c.gen == gen) {
-            return st.current.take().and_then(|c| c.last_answered);
+        if !st.current.as_ref().is_some_and(|c| c.gen == gen) {
+            return ClosedStream::default();
         }
-        None
+        let cur = st.current.take().expect("checked above");
+        let now = Instant::now();
+        ClosedStream {
+            last_answered: cur.last_answered,
+            recent: cur
+                .recent
+                .iter()
+                .filter(|(t, _)| now.duration_since(*t) <= ON_CHAIN_WINDOW)
+                .map(|(_, k)| *k)
+                .collect(),
+        }
+    }
+
+    /// LND ended the stream because it holds one of `keys` in the on-chain flow and
+    /// refused a resume or fail for it. From now on (also after a restart) these keys
+    /// are answered only with a settle, or not at all: answering the on-chain one
+    /// with resume or fail again would end the stream on every reconnect. A key
+    /// wrongly included stays held until LND resolves it or fails it back at its
+    /// auto_fail_height; neither loses money.
+    pub fn mark_on_chain(&self, keys: &[CircuitKey]) {
+        if let Err(e) = self.journal.mark_on_chain(keys) {
+            tracing::error!("cannot journal on-chain keys: {e}");
+        }
+        let mut st = self.lock();
+        st.on_chain.extend(keys.iter().copied());
     }
 
     /// Number of HTLCs whose chain decision is running.
@@ -149,7 +209,7 @@ impl Gate {
     }
 
     /// Waits until every request on stream `gen` is answered, or `limit` passes.
-    pub async fn drain(&self, gen: StreamGen, limit: std::time::Duration) -> usize {
+    pub async fn drain(&self, gen: StreamGen, limit: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.answered.notified();
@@ -176,7 +236,7 @@ impl Gate {
         let key = input.key;
         let mut st = self.lock();
         let State {
-            cache,
+            on_chain,
             inflight,
             current,
             ..
@@ -189,12 +249,27 @@ impl Gate {
             tracing::debug!(circuit = %key, "duplicate request while deciding; answering once");
             return;
         }
-        if let Some(verdict) = cache.get(&key) {
+        // Read under the lock: a decision completing concurrently journals its
+        // verdict before it takes the lock, so either we see its verdict here or it
+        // sees our pending entry.
+        let journaled = match self.journal.get(key) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(circuit = %key, "{e}; deciding the HTLC again");
+                None
+            }
+        };
+        if on_chain.contains(&key) && !matches!(journaled, Some(Verdict::Settle(_))) {
+            // LND holds this key on-chain and refused our resume/fail: answering it
+            // again with anything but a settle would end the stream again.
+            tracing::warn!(circuit = %key, "HTLC held in LND's on-chain flow: not answered (only a settle would be accepted); LND resolves it on-chain");
+            return;
+        }
+        if let Some(verdict) = journaled {
             // Replay: the verdict it got before, never a new decision.
-            let verdict = verdict.clone();
             let _ = cur.tx.send(verdict.to_response(key));
-            cur.last_answered = Some(key);
-            tracing::debug!(circuit = %key, verdict = %verdict, "replayed HTLC answered with its earlier verdict");
+            note_answer(cur, key, &verdict);
+            tracing::debug!(circuit = %key, verdict = %verdict, "replayed HTLC answered with its journaled verdict");
             drop(st);
             self.answered.notify_waiters();
             self.observe(DecisionEvent {
@@ -204,7 +279,7 @@ impl Gate {
                     verdict,
                     by: DecidedBy::Replay,
                     trace: Vec::new(),
-                    elapsed: std::time::Duration::ZERO,
+                    elapsed: Duration::ZERO,
                 },
             });
             return;
@@ -219,7 +294,7 @@ impl Gate {
         let input = Arc::new(input);
         tokio::spawn(async move {
             let decision = gate.decide(input.clone()).await;
-            gate.complete(input, decision);
+            gate.complete(input, decision).await;
         });
     }
 
@@ -252,16 +327,25 @@ impl Gate {
         }
     }
 
-    /// Records a decision and sends it if the current stream waits for the key.
-    fn complete(&self, input: Arc<HtlcInput>, decision: Decision) {
+    /// Journals a decision, then sends it if the current stream waits for the key.
+    async fn complete(&self, input: Arc<HtlcInput>, decision: Decision) {
         let key = input.key;
+        if let Err(e) = self
+            .journal
+            .record(key, &decision.verdict, input.record.auto_fail_height)
+            .await
+        {
+            // LND is holding the HTLC: answering without the journal entry is
+            // better than not answering (a replay after a crash would be decided
+            // again). Logged loudly.
+            tracing::error!(circuit = %key, "{e}; sending the verdict without a journal entry");
+        }
         let mut st = self.lock();
-        st.cache.insert(key, decision.verdict.clone());
         st.inflight.remove(&key);
         if let Some(cur) = st.current.as_mut() {
             if cur.pending.remove(&key) {
                 let _ = cur.tx.send(decision.verdict.to_response(key));
-                cur.last_answered = Some(key);
+                note_answer(cur, key, &decision.verdict);
             }
         }
         drop(st);
@@ -285,9 +369,33 @@ impl Gate {
         });
     }
 
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     fn observe(&self, ev: DecisionEvent) {
         if let Some(o) = &self.observer {
             let _ = o.send(ev);
         }
     }
+}
+
+/// Remembers an answer sent on `cur`: the last key, and resume/fail answers for the
+/// on-chain window (a settle is never refused for being on-chain).
+fn note_answer(cur: &mut CurrentStream, key: CircuitKey, verdict: &Verdict) {
+    cur.last_answered = Some(key);
+    if matches!(verdict, Verdict::Settle(_)) {
+        return;
+    }
+    let now = Instant::now();
+    while cur.recent.len() >= RECENT_MAX
+        || cur
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > ON_CHAIN_WINDOW)
+    {
+        cur.recent.pop_front();
+    }
+    cur.recent.push_back((now, key));
 }

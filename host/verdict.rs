@@ -23,6 +23,15 @@ use crate::wasm::bindings;
 /// Smallest TLV type LND accepts in `out_wire_custom_records` (the custom range).
 pub const MIN_CUSTOM_RECORD_TYPE: u64 = 65536;
 
+/// Most bytes the outgoing wire records may take, TLV-encoded. They travel in the
+/// peer's `update_add_htlc`, and a Lightning message is at most 65535 bytes (BOLT
+/// 1), of which the type and the fixed fields take 1452 (2 + 32 + 8 + 8 + 32 + 4 +
+/// a 1366-byte onion): records beyond this can never be forwarded. The cap also
+/// keeps every response far below gRPC's receive limits: LND's 200 MiB
+/// (`lnrpc.MaxGrpcMsgSize`), over which LND ends the whole stream, and tonic's
+/// default 4 MiB.
+pub const MAX_WIRE_RECORDS_BYTES: usize = 65535 - 1452;
+
 /// The failure codes LND accepts from an interceptor (any other ends the stream).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FailCode {
@@ -87,6 +96,10 @@ pub enum InvalidVerdict {
     /// The same custom record type twice.
     #[error("resume-modified with custom record type {0} twice")]
     DuplicateRecordKey(u64),
+    /// Wire records too large to ever fit in the outgoing `update_add_htlc` (and,
+    /// at hundreds of MiB, over LND's gRPC receive limit, which ends the stream).
+    #[error("resume-modified with {0} bytes of wire custom records (at most {max}: they must fit in the peer's update_add_htlc message)", max = MAX_WIRE_RECORDS_BYTES)]
+    WireRecordsTooLarge(usize),
     /// An amount of zero given explicitly (zero means "unchanged" to LND, which is
     /// not what the plugin said).
     #[error("resume-modified with a zero {0} (leave it out to keep the amount)")]
@@ -115,6 +128,11 @@ pub fn validate(
         R::ResumeModified(m) => {
             let in_amount_msat = nonzero(m.in_amount_msat, "in-amount-msat")?;
             let out_amount_msat = nonzero(m.out_amount_msat, "out-amount-msat")?;
+            // Before anything is copied: the list may be huge.
+            let bytes = wire_records_size(&m.out_wire_custom_records);
+            if bytes > MAX_WIRE_RECORDS_BYTES {
+                return Err(InvalidVerdict::WireRecordsTooLarge(bytes));
+            }
             let mut out_wire_custom_records = BTreeMap::new();
             for rec in &m.out_wire_custom_records {
                 if rec.key < MIN_CUSTOM_RECORD_TYPE {
@@ -134,6 +152,23 @@ pub fn validate(
             })
         }
     }))
+}
+
+/// Size of `records` as a TLV stream (BigSize type, BigSize length, value).
+fn wire_records_size(records: &[bindings::CustomRecord]) -> usize {
+    fn bigsize(n: u64) -> usize {
+        match n {
+            0..=0xfc => 1,
+            0xfd..=0xffff => 3,
+            0x1_0000..=0xffff_ffff => 5,
+            _ => 9,
+        }
+    }
+    records.iter().fold(0usize, |sum, r| {
+        sum.saturating_add(bigsize(r.key))
+            .saturating_add(bigsize(r.value.len() as u64))
+            .saturating_add(r.value.len())
+    })
 }
 
 fn nonzero(v: Option<u64>, what: &'static str) -> Result<Option<u64>, InvalidVerdict> {
@@ -282,6 +317,61 @@ mod tests {
         };
         let err = validate(&R::ResumeModified(m), &[]).unwrap_err();
         assert_eq!(err, InvalidVerdict::ZeroAmount("out-amount-msat"));
+    }
+
+    fn records(n: u64, value_len: usize) -> WitMod {
+        WitMod {
+            in_amount_msat: None,
+            out_amount_msat: None,
+            out_wire_custom_records: (0..n)
+                .map(|i| CustomRecord {
+                    key: MIN_CUSTOM_RECORD_TYPE + i,
+                    value: vec![0xab; value_len],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn wire_records_up_to_one_message_are_accepted_and_one_byte_more_is_refused() {
+        // One record with key 65536: 5-byte type, 3-byte length, value.
+        let fits = MAX_WIRE_RECORDS_BYTES - 8;
+        let v = validate(&R::ResumeModified(records(1, fits)), &[]).unwrap();
+        assert!(matches!(v, Some(Verdict::ResumeModified(_))));
+        let err = validate(&R::ResumeModified(records(1, fits + 1)), &[]).unwrap_err();
+        assert_eq!(
+            err,
+            InvalidVerdict::WireRecordsTooLarge(MAX_WIRE_RECORDS_BYTES + 1)
+        );
+    }
+
+    #[test]
+    fn a_huge_number_of_empty_wire_records_is_refused() {
+        // 6 bytes each (5-byte type, 1-byte length).
+        let err = validate(&R::ResumeModified(records(100_000, 0)), &[]).unwrap_err();
+        assert_eq!(err, InvalidVerdict::WireRecordsTooLarge(600_000));
+    }
+
+    #[test]
+    fn the_largest_accepted_records_encode_far_below_grpc_limits() {
+        use prost::Message;
+        let key = CircuitKey {
+            chan_id: u64::MAX,
+            htlc_id: u64::MAX,
+        };
+        // Many small records with the largest keys maximise protobuf overhead.
+        let m = WitMod {
+            in_amount_msat: Some(u64::MAX),
+            out_amount_msat: Some(u64::MAX),
+            out_wire_custom_records: (0..MAX_WIRE_RECORDS_BYTES as u64 / 10)
+                .map(|i| CustomRecord {
+                    key: u64::MAX - i,
+                    value: vec![],
+                })
+                .collect(),
+        };
+        let v = validate(&R::ResumeModified(m), &[]).unwrap().unwrap();
+        assert!(v.to_response(key).encoded_len() < 4 << 20);
     }
 
     #[test]

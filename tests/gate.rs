@@ -17,7 +17,12 @@ use tokio::sync::mpsc;
 fn gate(plugins: Vec<PluginConfig>) -> std::sync::Arc<Gate> {
     let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
     let chain = Chain::load(&sandbox, &plugins, Verdict::Resume).unwrap();
-    Gate::new(chain, ChainConfig::default(), None)
+    Gate::new(
+        chain,
+        ChainConfig::default(),
+        htlcgate::journal::Journal::in_memory(),
+        None,
+    )
 }
 
 async fn next(

@@ -44,7 +44,12 @@ async fn start(plugins: Vec<PluginConfig>, chain: ChainConfig, require: bool) ->
     let loaded = Chain::load(&sandbox, &plugins, chain.default_verdict.verdict())
         .unwrap_or_else(|e| panic!("{e}"));
     let (tx, events) = mpsc::unbounded_channel();
-    let gate = Gate::new(loaded, chain, Some(tx));
+    let gate = Gate::new(
+        loaded,
+        chain,
+        htlcgate::journal::Journal::in_memory(),
+        Some(tx),
+    );
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(htlcgate::lnd::stream::run(
         mock.endpoint(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::gate::Gate;
+use crate::gate::{ClosedStream, Gate};
 use crate::lnd::connect::{classify_status, connect, Backoff, ConnectError, LndEndpoint};
 
 /// How a stream ended.
@@ -100,10 +100,8 @@ pub async fn serve_once(
                     return Ok(StreamEnd::ClosedByLnd);
                 }
                 Err(status) => {
-                    let last = gate.close_stream(gen);
-                    if let Some(key) = last {
-                        tracing::warn!(circuit = %key, message = status.message(), "LND ended the stream; last key answered");
-                    }
+                    let closed = gate.close_stream(gen);
+                    on_stream_error(gate, &status, &closed);
                     return Err(classify_status(&status, endpoint));
                 }
             },
@@ -123,6 +121,39 @@ pub async fn serve_once(
     })
     .await;
     Ok(StreamEnd::Shutdown { unanswered })
+}
+
+/// LND's messages when it refuses a resume or fail for an HTLC held on-chain.
+const ON_CHAIN_MESSAGES: [&str; 2] = [
+    "cannot resume held htlc in the on-chain flow",
+    "cannot fail held htlc in the on-chain flow",
+];
+
+/// Logs LND's reason with the key involved, and remembers on-chain keys.
+fn on_stream_error(gate: &Gate, status: &tonic::Status, closed: &ClosedStream) {
+    let message = status.message();
+    let last = closed.last_answered.map(|k| k.to_string());
+    tracing::warn!(
+        message,
+        code = ?status.code(),
+        last_answered = last.as_deref().unwrap_or("none"),
+        "LND ended the interceptor stream"
+    );
+    if ON_CHAIN_MESSAGES.iter().any(|m| message.contains(m)) {
+        // LND does not name the key; it is among the resume/fail answers sent just
+        // before (it handles responses in order, within milliseconds).
+        let keys: Vec<_> = if closed.recent.is_empty() {
+            closed.last_answered.into_iter().collect()
+        } else {
+            closed.recent.clone()
+        };
+        let list: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        tracing::warn!(
+            keys = %list.join(","),
+            "LND holds one of these HTLCs in the on-chain flow: from now on they are answered only with a settle, or not at all"
+        );
+        gate.mark_on_chain(&keys);
+    }
 }
 
 fn gate_drain_limit(gate: &Gate) -> Duration {

@@ -3,6 +3,7 @@
 pub mod bindings;
 pub mod engine;
 pub mod fault;
+pub mod grants;
 pub mod imports;
 pub mod input;
 pub mod plugin;

@@ -19,8 +19,10 @@ use crate::verdict::{self, Verdict};
 use crate::wasm::bindings::{Decider, DeciderPre};
 use crate::wasm::engine::{ticks, Sandbox};
 use crate::wasm::fault::PluginFault;
+use crate::wasm::grants;
 use crate::wasm::imports::PluginState;
 use crate::wasm::input::HtlcInput;
+use sha2::Digest;
 
 /// Why a plugin could not be loaded. Each names the plugin, the file and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,32 @@ pub enum LoadError {
         path: PathBuf,
         /// Which import or export does not match.
         reason: String,
+    },
+    /// The file's sha256 is not the configured one.
+    #[error("plugin `{plugin}` ({path}): sha256 is {actual}, but the config expects {expected}; the file changed: check where it came from, then update `sha256` in [[plugin]]")]
+    IntegrityMismatch {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// The configured hash.
+        expected: String,
+        /// The file's hash.
+        actual: String,
+    },
+    /// The component imports a capability its entry does not grant.
+    #[error("plugin `{plugin}` ({path}): imports `{import}` ({gives}), which is not granted; add grants = [\"{grant}\"] to its [[plugin]] entry if you trust it with that")]
+    NotGranted {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// The import.
+        import: String,
+        /// The capability to grant.
+        grant: &'static str,
+        /// What the capability gives.
+        gives: &'static str,
     },
     /// `init` returned an error.
     #[error("plugin `{plugin}` ({path}): init refused the configuration: {message}; fix [plugin.config] for `{plugin}`")]
@@ -162,6 +190,17 @@ impl Plugin {
     ) -> Result<Plugin, LoadError> {
         let plugin = cfg.name.clone();
         let path = cfg.path.clone();
+        if let Some(expected) = &cfg.sha256 {
+            let actual = hex::encode(sha2::Sha256::digest(bytes));
+            if &actual != expected {
+                return Err(LoadError::IntegrityMismatch {
+                    plugin,
+                    path,
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
         if bytes.starts_with(&MODULE_HEADER) {
             return Err(LoadError::CoreModule { plugin, path });
         }
@@ -177,6 +216,19 @@ impl Plugin {
             path: path.clone(),
             reason: format!("{e:#}"),
         })?;
+        for (import, _) in component.component_type().imports(&sandbox.engine) {
+            if let Some(cap) = grants::covering(import) {
+                if !cfg.grants.iter().any(|g| g == cap.name) {
+                    return Err(LoadError::NotGranted {
+                        plugin,
+                        path,
+                        import: import.to_owned(),
+                        grant: cap.name,
+                        gives: cap.gives,
+                    });
+                }
+            }
+        }
         let linker = linker(sandbox).map_err(|e| LoadError::Invalid {
             plugin: plugin.clone(),
             path: path.clone(),
