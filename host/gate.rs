@@ -164,7 +164,7 @@ impl Gate {
     /// its last answers.
     pub fn close_stream(&self, gen: StreamGen) -> ClosedStream {
         let mut st = self.lock();
-        if !st.current.as_ref().is_some_and(|c| c.gen == gen) {
+        if st.current.as_ref().is_none_or(|c| c.gen != gen) {
             return ClosedStream::default();
         }
         let cur = st.current.take().expect("checked above");
