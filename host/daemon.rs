@@ -92,6 +92,26 @@ pub async fn run(config_path: PathBuf, flags: LndFlags) -> anyhow::Result<()> {
         tracing::info!("shutting down: taking no new HTLCs, answering those in flight");
         let _ = stop_tx.send(true);
     });
+    let (hup_tx, hup_rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = hup_tx.send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(hup_tx);
+    tokio::spawn(crate::reload::watch_and_reload(
+        cfg,
+        sandbox,
+        gate.clone(),
+        hup_rx,
+        stop_rx.clone(),
+    ));
     crate::lnd::stream::run(endpoint, gate, stop_rx).await;
     Ok(())
 }

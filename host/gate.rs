@@ -44,6 +44,14 @@ pub struct DecisionEvent {
     pub decision: Decision,
 }
 
+/// A chain with its chain-wide settings.
+pub struct Live {
+    /// The plugins.
+    pub chain: Chain,
+    /// Default verdict, budget and `on_budget`.
+    pub cfg: ChainConfig,
+}
+
 /// Identifies one connection to LND.
 pub type StreamGen = u64;
 
@@ -86,8 +94,9 @@ struct State {
 
 /// Shared by the stream loop and the decision tasks.
 pub struct Gate {
-    chain: RwLock<Arc<Chain>>,
-    cfg: ChainConfig,
+    /// The chain and its settings; swapped whole on reload. An HTLC takes one
+    /// snapshot when its decision starts and finishes on it.
+    live: RwLock<Arc<Live>>,
     journal: Journal,
     state: Mutex<State>,
     /// Woken whenever an answer is sent (for draining on shutdown).
@@ -112,7 +121,7 @@ impl Gate {
             }
         };
         Arc::new(Gate {
-            chain: RwLock::new(Arc::new(chain)),
+            live: RwLock::new(Arc::new(Live { chain, cfg })),
             journal,
             state: Mutex::new(State {
                 on_chain,
@@ -120,7 +129,6 @@ impl Gate {
                 current: None,
                 next_gen: 1,
             }),
-            cfg,
             answered: Notify::new(),
             observer,
         })
@@ -128,12 +136,20 @@ impl Gate {
 
     /// The chain's wall-clock budget per HTLC.
     pub fn budget(&self) -> Duration {
-        self.cfg.budget
+        self.live().cfg.budget
     }
 
-    /// The chain new HTLCs go to.
-    pub fn chain(&self) -> Arc<Chain> {
-        self.chain.read().expect("chain lock").clone()
+    /// The chain and settings new HTLCs go to.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swaps in a new chain and settings, atomically: HTLCs whose decision started
+    /// on the old chain finish there (they hold it), new HTLCs use the new one. The
+    /// old chain's threads stop once its last HTLC is decided.
+    pub fn swap(&self, chain: Chain, cfg: ChainConfig) {
+        let live = Arc::new(Live { chain, cfg });
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -301,19 +317,20 @@ impl Gate {
     /// Runs the chain under the budget.
     async fn decide(&self, input: Arc<HtlcInput>) -> Decision {
         let started = Instant::now();
-        let rx = self.chain().decide(input.clone());
-        match tokio::time::timeout(self.cfg.budget, rx).await {
+        let live = self.live();
+        let rx = live.chain.decide(input.clone());
+        match tokio::time::timeout(live.cfg.budget, rx).await {
             Ok(Ok(d)) => d,
             outcome => {
                 // The chain did not answer in time (or lost the job): LND is holding
                 // the HTLC, so send the configured safe verdict now; the late result
                 // is discarded by the chain. Resume forwards as LND would without an
                 // interceptor, fail returns the HTLC: neither loses money.
-                let verdict = self.cfg.on_budget.verdict();
+                let verdict = live.cfg.on_budget.verdict();
                 tracing::warn!(
                     circuit = %input.key,
                     verdict = %verdict,
-                    budget_ms = self.cfg.budget.as_millis() as u64,
+                    budget_ms = live.cfg.budget.as_millis() as u64,
                     lost = outcome.is_ok(),
                     "chain budget exhausted; sending on_budget verdict"
                 );

@@ -9,5 +9,6 @@ pub mod gate;
 pub mod journal;
 pub mod lnd;
 pub mod mock_lnd;
+pub mod reload;
 pub mod verdict;
 pub mod wasm;

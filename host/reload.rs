@@ -1,0 +1,196 @@
+//! Hot reload: when the config file or a plugin file changes (or on SIGHUP), build
+//! the new chain off the decision path and swap it in atomically.
+//!
+//! Editors, `cp` and `scp` write a file in several steps, so change events are
+//! debounced: a reload starts only once the files have been quiet for
+//! [`DEBOUNCE`]. The new chain is fully compiled, instantiated and `init`ed before
+//! the swap; a file caught half-written fails to load, the running chain keeps
+//! deciding, the error names the file and the reason, and the next change retries.
+//! HTLCs whose decision started on the old chain finish there; new ones use the new
+//! chain ([`Gate::swap`]).
+//!
+//! Watched are the directories holding the config file and the plugin files (not
+//! the files themselves: a rename-over replaces the inode a file watch would hold).
+//! Applied on reload: the plugins (order, added, removed, limits, `on_fault`,
+//! config, grants, sha256) and `[chain]`. `[lnd]`, `[journal]` and `[sandbox]` need a
+//! restart; a change there is logged. A quarantined plugin comes back with a fresh
+//! instance when the chain is reloaded.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use crate::chain::Chain;
+use crate::config::Config;
+use crate::gate::Gate;
+use crate::wasm::engine::Sandbox;
+
+/// Quiet time after the last change before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Why a reload was refused (the running chain keeps deciding).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The config file is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A plugin failed to load.
+    #[error(transparent)]
+    Load(#[from] crate::wasm::plugin::LoadError),
+}
+
+/// Loads the config at `path` and its chain, off the async threads.
+pub async fn build(path: &Path, sandbox: &Sandbox) -> Result<(Config, Chain), ReloadError> {
+    let path = path.to_owned();
+    let sandbox = sandbox.clone();
+    tokio::task::spawn_blocking(move || {
+        let cfg = Config::load(&path)?;
+        let chain = Chain::load(&sandbox, &cfg.plugins, cfg.chain.default_verdict.verdict())?;
+        Ok((cfg, chain))
+    })
+    .await
+    .expect("reload task panicked")
+}
+
+/// Reloads once: on success swaps the chain into `gate` and returns the new config.
+pub async fn reload_now(
+    path: &Path,
+    sandbox: &Sandbox,
+    gate: &Gate,
+    current: &Config,
+) -> Result<Config, ReloadError> {
+    let (cfg, chain) = build(path, sandbox).await?;
+    let names: Vec<String> = chain.names().iter().map(|n| n.to_string()).collect();
+    gate.swap(chain, cfg.chain.clone());
+    if format!("{:?}{:?}{:?}", cfg.lnd, cfg.journal, cfg.sandbox)
+        != format!(
+            "{:?}{:?}{:?}",
+            current.lnd, current.journal, current.sandbox
+        )
+    {
+        tracing::warn!("[lnd], [journal] or [sandbox] changed: those apply after a restart");
+    }
+    tracing::info!(plugins = ?names, "reloaded: new HTLCs go to the new chain");
+    Ok(cfg)
+}
+
+/// The directory holding `p`, canonical.
+fn dir_of(p: &Path) -> PathBuf {
+    let parent = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+/// `p` with its directory made canonical (the file itself may be gone mid-rename).
+fn norm(p: &Path) -> PathBuf {
+    match p.file_name() {
+        Some(name) => dir_of(p).join(name),
+        None => p.to_path_buf(),
+    }
+}
+
+/// The directories to watch for `cfg`.
+fn watched_dirs(cfg: &Config) -> BTreeSet<PathBuf> {
+    std::iter::once(&cfg.source)
+        .chain(cfg.plugins.iter().map(|p| &p.path))
+        .map(|p| dir_of(p))
+        .collect()
+}
+
+/// The files whose change triggers a reload.
+fn watched_files(cfg: &Config) -> BTreeSet<PathBuf> {
+    std::iter::once(&cfg.source)
+        .chain(cfg.plugins.iter().map(|p| &p.path))
+        .map(|p| norm(p))
+        .collect()
+}
+
+/// Watches the config and plugin files and reloads on change or on a `hup` signal,
+/// until `stop` turns true. `cfg` is the config the running chain was built from.
+pub async fn watch_and_reload(
+    mut cfg: Config,
+    sandbox: Sandbox,
+    gate: Arc<Gate>,
+    mut hup: mpsc::UnboundedReceiver<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = match RecommendedWatcher::new(
+        move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                for p in ev.paths {
+                    let _ = tx.send(p);
+                }
+            }
+        },
+        notify::Config::default(),
+    ) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!("cannot watch files for hot reload: {e}; SIGHUP still reloads");
+            None
+        }
+    };
+    let mut dirs = BTreeSet::new();
+    let mut files = watched_files(&cfg);
+    rewatch(&mut watcher, &mut dirs, watched_dirs(&cfg));
+    loop {
+        let mut due = false;
+        tokio::select! {
+            _ = stop.changed() => return,
+            Some(()) = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                due = true;
+            }
+            Some(path) = events.recv() => {
+                if files.contains(&norm(&path)) {
+                    // Debounce: wait until the files have been quiet for a while.
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(DEBOUNCE) => break,
+                            Some(_) = events.recv() => {}
+                        }
+                    }
+                    due = true;
+                }
+            }
+        }
+        if !due {
+            continue;
+        }
+        match reload_now(&cfg.source.clone(), &sandbox, &gate, &cfg).await {
+            Ok(new) => {
+                cfg = new;
+                files = watched_files(&cfg);
+                rewatch(&mut watcher, &mut dirs, watched_dirs(&cfg));
+            }
+            Err(e) => {
+                // The running chain keeps deciding; the next change retries.
+                tracing::error!("reload refused, the running chain keeps deciding: {e}");
+            }
+        }
+    }
+}
+
+fn rewatch(
+    watcher: &mut Option<RecommendedWatcher>,
+    dirs: &mut BTreeSet<PathBuf>,
+    want: BTreeSet<PathBuf>,
+) {
+    let Some(w) = watcher.as_mut() else { return };
+    for d in dirs.difference(&want) {
+        let _ = w.unwatch(d);
+    }
+    for d in want.difference(dirs) {
+        if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), "cannot watch for hot reload: {e}");
+        }
+    }
+    *dirs = want;
+}
