@@ -123,6 +123,9 @@ pub struct JournalConfig {
 pub struct SandboxConfig {
     /// Maximum wasm stack per call in KiB (`max_wasm_stack_kb`, default 512).
     pub max_wasm_stack_kb: usize,
+    /// Compiled-code cache directory (`cache_dir`, default `~/.cache/htlcgate`;
+    /// `cache = false` disables it). `None` in [`SandboxConfig::default`].
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What happens to an HTLC when a plugin faults.
@@ -227,6 +230,8 @@ struct RawJournal {
 #[serde(deny_unknown_fields)]
 struct RawSandbox {
     max_wasm_stack_kb: Option<usize>,
+    cache: Option<bool>,
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -490,6 +495,21 @@ impl Config {
             },
             sandbox: SandboxConfig {
                 max_wasm_stack_kb: stack,
+                cache_dir: if raw.sandbox.cache.unwrap_or(true) {
+                    Some(match raw.sandbox.cache_dir {
+                        Some(d) => {
+                            let d = expand_home(&d);
+                            if d.is_absolute() {
+                                d
+                            } else {
+                                base.join(d)
+                            }
+                        }
+                        None => default_cache_dir(),
+                    })
+                } else {
+                    None
+                },
             },
             plugins,
         })
@@ -510,6 +530,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             max_wasm_stack_kb: defaults::MAX_WASM_STACK_KB,
+            cache_dir: None,
         }
     }
 }
@@ -531,6 +552,14 @@ impl PluginConfig {
             sha256: None,
             grants: Vec::new(),
         }
+    }
+}
+
+/// `$XDG_CACHE_HOME/htlcgate`, else `~/.cache/htlcgate`.
+pub fn default_cache_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x).join("htlcgate"),
+        None => expand_home(Path::new("~/.cache/htlcgate")),
     }
 }
 

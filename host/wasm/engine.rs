@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use wasmtime::component::Component;
 use wasmtime::{Config, Engine, OptLevel};
+
+use crate::wasm::cache::{CacheOutcome, CompileCache};
 
 use crate::config::SandboxConfig;
 
@@ -27,6 +30,8 @@ pub fn ticks(limit: Duration) -> u64 {
 pub struct Sandbox {
     /// The wasmtime engine (fuel, epochs and stack cap enabled).
     pub engine: Engine,
+    /// The compiled-code cache, if enabled.
+    pub cache: Option<CompileCache>,
     /// Keeps the ticker alive; the ticker stops when the last `Sandbox` is dropped.
     _ticker: Arc<Ticker>,
 }
@@ -67,9 +72,28 @@ impl Sandbox {
                     }
                 }
             })?;
+        let cache = match &cfg.cache_dir {
+            Some(dir) => match CompileCache::new(dir, &engine) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "compile cache disabled: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(Sandbox {
             engine,
+            cache,
             _ticker: Arc::new(Ticker { stop }),
         })
+    }
+
+    /// Compiles a component, through the cache when there is one.
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
+        match &self.cache {
+            Some(c) => c.load(&self.engine, bytes),
+            None => Ok((Component::new(&self.engine, bytes)?, CacheOutcome::Miss)),
+        }
     }
 }

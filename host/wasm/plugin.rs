@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::Store;
 
 use crate::config::PluginConfig;
@@ -211,11 +211,12 @@ impl Plugin {
                 reason: "the file does not start with the WebAssembly component header (\\0asm, version 0x0d)".into(),
             });
         }
-        let component = Component::new(&sandbox.engine, bytes).map_err(|e| LoadError::Invalid {
+        let (component, cached) = sandbox.compile(bytes).map_err(|e| LoadError::Invalid {
             plugin: plugin.clone(),
             path: path.clone(),
             reason: format!("{e:#}"),
         })?;
+        tracing::debug!(plugin = %plugin, cache = ?cached, "plugin compiled");
         for (import, _) in component.component_type().imports(&sandbox.engine) {
             if let Some(cap) = grants::covering(import) {
                 if !cfg.grants.iter().any(|g| g == cap.name) {
