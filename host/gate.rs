@@ -97,6 +97,8 @@ pub struct Gate {
     /// The chain and its settings; swapped whole on reload. An HTLC takes one
     /// snapshot when its decision starts and finishes on it.
     live: RwLock<Arc<Live>>,
+    /// Number of chains swapped in since start.
+    swaps: std::sync::atomic::AtomicU64,
     journal: Journal,
     state: Mutex<State>,
     /// Woken whenever an answer is sent (for draining on shutdown).
@@ -122,6 +124,7 @@ impl Gate {
         };
         Arc::new(Gate {
             live: RwLock::new(Arc::new(Live { chain, cfg })),
+            swaps: std::sync::atomic::AtomicU64::new(0),
             journal,
             state: Mutex::new(State {
                 on_chain,
@@ -150,6 +153,13 @@ impl Gate {
     pub fn swap(&self, chain: Chain, cfg: ChainConfig) {
         let live = Arc::new(Live { chain, cfg });
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
+        self.swaps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times a new chain was swapped in (reloads).
+    pub fn swaps(&self) -> u64 {
+        self.swaps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

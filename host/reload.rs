@@ -123,7 +123,10 @@ pub async fn watch_and_reload(
     let (tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = match RecommendedWatcher::new(
         move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
+            // Opening or reading a file is no change. (inotify reports opens: without
+            // this, the reload's own reading of the config and plugin files would
+            // trigger the next reload, every DEBOUNCE, forever.)
+            if let Some(ev) = res.ok().filter(|ev| changes_content(&ev.kind)) {
                 for p in ev.paths {
                     let _ = tx.send(p);
                 }
@@ -150,11 +153,19 @@ pub async fn watch_and_reload(
             }
             Some(path) = events.recv() => {
                 if files.contains(&norm(&path)) {
-                    // Debounce: wait until the files have been quiet for a while.
+                    // Debounce: wait until the watched files have been quiet for a
+                    // while. Other files in the same directories (the journal or a
+                    // log beside the config, written with every HTLC) do not count,
+                    // or steady traffic would postpone the reload indefinitely.
+                    let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
                     loop {
                         tokio::select! {
-                            _ = tokio::time::sleep(DEBOUNCE) => break,
-                            Some(_) = events.recv() => {}
+                            _ = tokio::time::sleep_until(quiet_until) => break,
+                            Some(p) = events.recv() => {
+                                if files.contains(&norm(&p)) {
+                                    quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+                                }
+                            }
                         }
                     }
                     due = true;
@@ -175,6 +186,17 @@ pub async fn watch_and_reload(
                 tracing::error!("reload refused, the running chain keeps deciding: {e}");
             }
         }
+    }
+}
+
+/// False for events that only tell of a file being opened or read (an open, a read,
+/// a close after reading); a close after writing counts as a change.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
     }
 }
 

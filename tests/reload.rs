@@ -33,6 +33,7 @@ fn config_text(plugin: &Path, timeout_ms: u64) -> String {
 }
 
 struct Setup {
+    gate: Arc<Gate>,
     mock: MockLnd,
     stop: watch::Sender<bool>,
     plugin: PathBuf,
@@ -62,9 +63,14 @@ async fn setup(first: &str) -> Setup {
         hup_rx,
         stop_rx.clone(),
     ));
-    tokio::spawn(htlcgate::lnd::stream::run(mock.endpoint(), gate, stop_rx));
+    tokio::spawn(htlcgate::lnd::stream::run(
+        mock.endpoint(),
+        gate.clone(),
+        stop_rx,
+    ));
     mock.wait_connected(Duration::from_secs(10)).await.unwrap();
     Setup {
+        gate,
         mock,
         stop,
         plugin,
@@ -178,5 +184,26 @@ async fn twenty_thousand_htlcs_through_50_plugin_swaps_and_10_config_rewrites() 
     let mut id = N;
     until_verdict(&s.mock, &mut id, A::Resume).await;
     assert_eq!(decide(&s.mock, id, 20).await, vec![A::Resume; 20]);
+    let _ = s.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_change_is_one_reload_and_busy_neighbours_do_not_delay_it() {
+    let s = setup("trap").await;
+    // A file beside the config written all the time (like the journal).
+    let neighbour = s.config.with_file_name("busy.log");
+    let busy = tokio::spawn(async move {
+        for i in 0..100u32 {
+            std::fs::write(&neighbour, i.to_le_bytes()).unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    std::fs::write(&s.plugin, version("onion-size")).unwrap();
+    let mut id = 0;
+    until_verdict(&s.mock, &mut id, A::Resume).await;
+    // The reload read the files it watches; reading is no change.
+    tokio::time::sleep(htlcgate::reload::DEBOUNCE * 8).await;
+    assert_eq!(s.gate.swaps(), 1, "reloads without a change");
+    busy.abort();
     let _ = s.stop.send(true);
 }
