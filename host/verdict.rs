@@ -3,10 +3,11 @@
 //!
 //! A [`Verdict`] is built only from validated parts: a settle carries a 32-byte
 //! preimage already checked against the payment hash, a fail carries one of the four
-//! failure codes LND accepts, a modification carries non-zero amounts and custom-range
-//! record keys. So [`Verdict::to_response`] is infallible, and every response htlcgate
-//! sends passes every rule in LND's `forward_interceptor.go` (see
-//! `../shared/lnd-interceptor.md`): a rejected response would end the whole stream.
+//! failure codes LND accepts, a modification carries non-zero amounts and distinct
+//! custom-range records that fit in one Lightning message. So
+//! [`Verdict::to_response`] is infallible, and every response htlcgate sends passes
+//! every rule in LND's `forward_interceptor.go` (see `../shared/lnd-interceptor.md`):
+//! a rejected response would end the whole stream.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -63,7 +64,8 @@ pub struct Modification {
     pub in_amount_msat: Option<u64>,
     /// New outgoing amount in msat; `None` keeps it. Never `Some(0)`.
     pub out_amount_msat: Option<u64>,
-    /// Records to merge into the outgoing wire message; every key >= 65536.
+    /// Records to merge into the outgoing wire message; every key >= 65536, at
+    /// most [`MAX_WIRE_RECORDS_BYTES`] TLV-encoded.
     pub out_wire_custom_records: BTreeMap<u64, Vec<u8>>,
 }
 

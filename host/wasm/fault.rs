@@ -88,8 +88,13 @@ impl PluginFault {
             Some(Trap::OutOfFuel) => PluginFault::FuelExhausted { fuel },
             Some(Trap::Interrupt) => PluginFault::Deadline { timeout },
             Some(Trap::StackOverflow) => PluginFault::StackOverflow,
-            _ => PluginFault::Trap {
-                message: first_lines(&format!("{err:#}"), 3),
+            // The trap's kind (e.g. "wasm trap: out of bounds memory access") or the
+            // root cause, not the backtrace that `{err:#}` starts with.
+            Some(trap) => PluginFault::Trap {
+                message: first_lines(&trap.to_string(), 1),
+            },
+            None => PluginFault::Trap {
+                message: first_lines(&err.root_cause().to_string(), 3),
             },
         }
     }

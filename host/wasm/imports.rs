@@ -175,8 +175,10 @@ pub struct PluginState {
 
 impl PluginState {
     /// A fresh store state for `plugin` with a memory cap of `limit_bytes`.
-    pub fn new(plugin: Arc<str>, limit_bytes: usize) -> PluginState {
-        let log = Arc::new(Mutex::new(LogLimiter::new(plugin.clone())));
+    ///
+    /// `log` is the plugin's limiter, kept across instances so that a plugin
+    /// replaced after a fault does not get a fresh burst.
+    pub fn new(plugin: Arc<str>, limit_bytes: usize, log: Arc<Mutex<LogLimiter>>) -> PluginState {
         let mut b = WasiCtxBuilder::new();
         b.stdout(LogStream {
             log: log.clone(),

@@ -20,7 +20,7 @@ use crate::wasm::bindings::{Decider, DeciderPre};
 use crate::wasm::engine::{ticks, Sandbox};
 use crate::wasm::fault::PluginFault;
 use crate::wasm::grants;
-use crate::wasm::imports::PluginState;
+use crate::wasm::imports::{LogLimiter, PluginState};
 use crate::wasm::input::HtlcInput;
 use sha2::Digest;
 
@@ -150,6 +150,8 @@ pub struct Plugin {
     sandbox: Sandbox,
     pre: DeciderPre<PluginState>,
     live: Option<Live>,
+    /// The log rate limiter, shared by every instance this plugin gets.
+    log: Arc<std::sync::Mutex<LogLimiter>>,
     consecutive_faults: u32,
     quarantined: bool,
 }
@@ -243,12 +245,14 @@ impl Plugin {
         let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
         let pre = DeciderPre::new(instance_pre).map_err(wrong_world)?;
         let name: Arc<str> = Arc::from(cfg.name.as_str());
+        let log = Arc::new(std::sync::Mutex::new(LogLimiter::new(name.clone())));
         let mut p = Plugin {
             cfg,
             name,
             sandbox: sandbox.clone(),
             pre,
             live: None,
+            log,
             consecutive_faults: 0,
             quarantined: false,
         };
@@ -265,7 +269,7 @@ impl Plugin {
         };
         let mut store = Store::new(
             &self.sandbox.engine,
-            PluginState::new(self.name.clone(), self.cfg.memory_bytes),
+            PluginState::new(self.name.clone(), self.cfg.memory_bytes, self.log.clone()),
         );
         store.limiter(|s| &mut s.memory);
         store.set_fuel(self.cfg.init_fuel).expect("fuel is enabled");
