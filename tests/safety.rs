@@ -80,6 +80,44 @@ async fn after_a_restart_a_replayed_htlc_gets_its_journaled_verdict() {
     assert_eq!(answer(&mut rx).await, ResolveHoldForwardAction::Fail);
 }
 
+/// Waits until HTLCs 0..n on channel 1 are answered, then checks: each exactly
+/// once, failed where `fails(id)`, resumed otherwise, no rule broken, none
+/// resolved by LND itself.
+async fn assert_each_answered_once(
+    mock: &MockLnd,
+    n: u64,
+    limit: Duration,
+    fails: impl Fn(u64) -> bool,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while (mock.resolution_count() as u64) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} answered",
+            mock.resolution_count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut seen = HashMap::new();
+    for res in mock.resolutions() {
+        assert!(
+            seen.insert(res.key, res.response.action()).is_none(),
+            "{:?} twice",
+            res.key
+        );
+    }
+    for id in 0..n {
+        let want = if fails(id) {
+            ResolveHoldForwardAction::Fail
+        } else {
+            ResolveHoldForwardAction::Resume
+        };
+        assert_eq!(seen[&(1, id)], want, "htlc {id}");
+    }
+    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+    assert!(mock.lnd_outcomes().is_empty());
+}
+
 struct Running {
     gate: Arc<Gate>,
     stop: watch::Sender<bool>,
@@ -182,33 +220,7 @@ async fn lnd_vanishing_for_five_seconds_loses_nothing_and_answers_nothing_twice(
     mock.stop().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     mock.restart().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    while mock.resolution_count() < 40 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {} of 40 answered",
-            mock.resolution_count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut seen = HashMap::new();
-    for res in mock.resolutions() {
-        assert!(
-            seen.insert(res.key, res.response.action()).is_none(),
-            "{:?} twice",
-            res.key
-        );
-    }
-    for id in 0..40u64 {
-        let want = if id % 3 == 0 {
-            ResolveHoldForwardAction::Fail
-        } else {
-            ResolveHoldForwardAction::Resume
-        };
-        assert_eq!(seen[&(1, id)], want, "htlc {id}");
-    }
-    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
-    assert!(mock.lnd_outcomes().is_empty());
+    assert_each_answered_once(&mock, 40, Duration::from_secs(40), |id| id % 3 == 0).await;
     let _ = r.stop.send(true);
     let _ = r.task.await;
 }
@@ -315,32 +327,7 @@ async fn kill_9_with_htlcs_in_flight_then_restart_answers_each_exactly_once() {
     let before = mock.resolution_count();
     assert!(before < 12, "the kill came too late to test anything");
     let mut second = spawn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while mock.resolution_count() < 12 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "unanswered after restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut seen = HashMap::new();
-    for res in mock.resolutions() {
-        assert!(
-            seen.insert(res.key, res.response.action()).is_none(),
-            "{:?} twice",
-            res.key
-        );
-    }
-    for id in 0..12u64 {
-        let want = if id % 2 == 0 {
-            ResolveHoldForwardAction::Fail
-        } else {
-            ResolveHoldForwardAction::Resume
-        };
-        assert_eq!(seen[&(1, id)], want, "htlc {id}");
-    }
-    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
-    assert!(mock.lnd_outcomes().is_empty());
+    assert_each_answered_once(&mock, 12, Duration::from_secs(30), |id| id % 2 == 0).await;
     assert!(dir.path().join("htlcgate.journal").is_file());
     second.start_kill().unwrap();
     let _ = second.wait().await;
