@@ -1,7 +1,9 @@
 //! htlcgate: a chain of sandboxed WebAssembly components decides every HTLC that LND
 //! hands to its interceptor stream. See docs/ARCHITECTURE.md for the map.
 pub mod chain;
+pub mod check;
 pub mod circuit;
+pub mod componentize;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -10,5 +12,6 @@ pub mod journal;
 pub mod lnd;
 pub mod mock_lnd;
 pub mod reload;
+pub mod scaffold;
 pub mod verdict;
 pub mod wasm;

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 struct RunArgs {
     /// The TOML configuration file.
-    #[arg(long, default_value = "htlcgate.toml", global = true)]
+    #[arg(long, default_value = "htlcgate.toml")]
     config: PathBuf,
     /// LND's gRPC address, host:port (default localhost:10009).
     #[arg(long = "lnd.rpcserver")]
@@ -56,6 +56,15 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         pace_ms: u64,
     },
+    /// Turn a core WebAssembly module built with the Go or AssemblyScript SDK into a
+    /// plugin component (the world and the WASI adapter are built in).
+    Componentize(htlcgate::componentize::ComponentizeArgs),
+    /// Validate a plugin against the world, run its init and decide sample HTLCs,
+    /// showing verdict, fuel and time.
+    Check(htlcgate::check::CheckArgs),
+    /// Plugin author's tools: `plugin new NAME --lang rust|go|assemblyscript`.
+    #[command(subcommand)]
+    Plugin(htlcgate::scaffold::PluginCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +97,9 @@ fn main() -> anyhow::Result<()> {
             count,
             pace: std::time::Duration::from_millis(pace_ms),
         })),
+        Some(Command::Componentize(args)) => htlcgate::componentize::run(args),
+        Some(Command::Check(args)) => htlcgate::check::run(args),
+        Some(Command::Plugin(cmd)) => htlcgate::scaffold::run(cmd),
     }
 }
 

@@ -1,0 +1,607 @@
+//! `htlcgate componentize`: turns a core WebAssembly module (built by Go or
+//! AssemblyScript with the SDK's glue) into a component of the
+//! `htlcgate:plugin@0.1.0` `decider` world, so plugin authors need no tool
+//! besides their compiler and htlcgate.
+//!
+//! The world (`wit/plugin.wit`) and the WASI preview-1 reactor adapter are
+//! compiled into the binary. Before handing the module to `wit-component`, its
+//! exports and imports are checked against what the world lowers to, so a
+//! mistake is reported as "export `decide` is missing" or "imports `env.abort`;
+//! pass `--use abort=...` to asc" instead of an encoder's internal message.
+//!
+//! What the world lowers to (canonical ABI, core signatures):
+//!
+//! | core name                | signature                       |
+//! |--------------------------|---------------------------------|
+//! | export `decide`          | `(i32) -> i32` (record pointer, return area) |
+//! | export `init`            | `(i32, i32) -> i32` (list, return area) |
+//! | export `cabi_realloc`    | `(i32, i32, i32, i32) -> i32`   |
+//! | export `memory`          | the linear memory               |
+//! | export `cabi_post_decide`, `cabi_post_init` | `(i32)`, optional |
+//! | import `$root` `log`     | `(i32, i32, i32)`               |
+//! | import `$root` `now-unix-ms` | `() -> i64`                 |
+//! | import `$root` `onion-blob`  | `(i32)` (return area)       |
+//!
+//! Imports from `wasi_snapshot_preview1` (the Go runtime's) are served by the
+//! embedded reactor adapter, which turns them into WASI preview 2 imports; a
+//! module without them (AssemblyScript) gets no adapter and imports no WASI.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use wasi_preview1_component_adapter_provider::{
+    WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+};
+use wasmparser::{ExternalKind, FuncType, Parser, Payload, TypeRef, ValType, Validator};
+use wit_component::{ComponentEncoder, StringEncoding};
+use wit_parser::Resolve;
+
+pub mod adapter_arena;
+
+/// The plugin contract, `wit/plugin.wit`, as compiled into this binary.
+pub const WORLD_WIT: &str = include_str!("../wit/plugin.wit");
+
+/// The world every plugin implements.
+pub const WORLD_NAME: &str = "htlcgate:plugin@0.1.0 `decider`";
+
+/// Module name of the world-level imports in a core module.
+const ROOT: &str = "$root";
+
+/// Why a core module cannot become a plugin component. Each names the export or
+/// import and the way out.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentizeError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly module (it does not start with \\0asm); pass the .wasm your compiler wrote")]
+    NotWasm,
+    /// The input is already a component.
+    #[error("this is already a component, not a core module: load it as it is (`htlcgate check FILE` shows whether it fits the world)")]
+    AlreadyComponent,
+    /// The module does not validate.
+    #[error("not a valid core WebAssembly module: {reason}")]
+    Invalid {
+        /// The validator's message.
+        reason: String,
+    },
+    /// A required export is missing.
+    #[error("the module does not export `{name}` ({what}); {fix}")]
+    MissingExport {
+        /// Core export name.
+        name: &'static str,
+        /// What it is for.
+        what: &'static str,
+        /// How to add it.
+        fix: &'static str,
+    },
+    /// An export has the wrong kind or signature.
+    #[error("export `{name}` is {found}, but the world needs {expected}; {fix}")]
+    ExportSignature {
+        /// Core export name.
+        name: String,
+        /// What the module has.
+        found: String,
+        /// What the canonical ABI needs.
+        expected: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// An import the world does not provide.
+    #[error("the module imports `{module}`.`{name}`, which htlcgate does not provide: {fix}")]
+    UnknownImport {
+        /// Core import module.
+        module: String,
+        /// Core import name.
+        name: String,
+        /// How to get rid of it.
+        fix: String,
+    },
+    /// A world import with the wrong signature.
+    #[error("import `$root`.`{name}` is {found}, but the world's `{name}` lowers to {expected}; declare it with exactly these parameters and results")]
+    ImportSignature {
+        /// Core import name.
+        name: String,
+        /// What the module has.
+        found: String,
+        /// What the canonical ABI needs.
+        expected: String,
+    },
+    /// `wit-component` refused the module after the checks above.
+    #[error("cannot build the component: {reason}")]
+    Encode {
+        /// The encoder's message chain.
+        reason: String,
+    },
+}
+
+/// A core module's import or export, for messages and `check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreItem {
+    /// Import module (empty for exports).
+    pub module: String,
+    /// Name.
+    pub name: String,
+    /// Kind and signature, e.g. `func (i32) -> i32` or `memory`.
+    pub ty: String,
+}
+
+/// What [`componentize`] produced.
+#[derive(Clone, Debug)]
+pub struct Componentized {
+    /// The component's bytes.
+    pub component: Vec<u8>,
+    /// The core module's imports.
+    pub imports: Vec<CoreItem>,
+    /// The core module's exports.
+    pub exports: Vec<CoreItem>,
+    /// Whether the WASI preview-1 adapter was linked (the module imports
+    /// `wasi_snapshot_preview1`).
+    pub uses_wasi: bool,
+}
+
+/// An export the world needs.
+struct RequiredExport {
+    /// Core export name.
+    name: &'static str,
+    /// Core parameter types.
+    params: &'static [ValType],
+    /// Core result types.
+    results: &'static [ValType],
+    /// What it is for.
+    what: &'static str,
+    /// How to add it.
+    fix: &'static str,
+}
+
+/// How the SDKs export the world's functions.
+const GLUE_FIX: &str = "export it from the SDK glue (Go: import htlcgate.dev/sdk/go; AssemblyScript: `export * from \"htlcgate-sdk/assembly/glue\"` in the entry file)";
+
+/// Exports the world needs.
+const REQUIRED_EXPORTS: &[RequiredExport] = &[
+    RequiredExport {
+        name: "decide",
+        params: &[ValType::I32],
+        results: &[ValType::I32],
+        what: "the world's `decide`",
+        fix: GLUE_FIX,
+    },
+    RequiredExport {
+        name: "init",
+        params: &[ValType::I32, ValType::I32],
+        results: &[ValType::I32],
+        what: "the world's `init`",
+        fix: GLUE_FIX,
+    },
+    RequiredExport {
+        name: "cabi_realloc",
+        params: &[ValType::I32, ValType::I32, ValType::I32, ValType::I32],
+        results: &[ValType::I32],
+        what: "the allocator the host writes arguments with",
+        fix: "export it from the SDK glue (it is part of the SDK in every language)",
+    },
+];
+
+/// Optional exports with their signatures.
+const OPTIONAL_EXPORTS: &[(&str, &[ValType], &[ValType])] = &[
+    ("cabi_post_decide", &[ValType::I32], &[]),
+    ("cabi_post_init", &[ValType::I32], &[]),
+    ("_initialize", &[], &[]),
+];
+
+/// The world's imports as core functions: name, params, results.
+const ROOT_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
+    ("log", &[ValType::I32, ValType::I32, ValType::I32], &[]),
+    ("now-unix-ms", &[], &[ValType::I64]),
+    ("onion-blob", &[ValType::I32], &[]),
+];
+
+fn signature(params: &[ValType], results: &[ValType]) -> String {
+    let list = |v: &[ValType]| {
+        v.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match results {
+        [] => format!("func ({})", list(params)),
+        [r] => format!("func ({}) -> {r}", list(params)),
+        _ => format!("func ({}) -> ({})", list(params), list(results)),
+    }
+}
+
+fn func_signature(f: &FuncType) -> String {
+    signature(f.params(), f.results())
+}
+
+/// Why an unknown import is there and how to drop it.
+fn import_fix(module: &str, name: &str) -> String {
+    match (module, name) {
+        ("env", "abort") => "AssemblyScript's default abort handler; build with `--use abort=htlcgate-sdk/assembly/glue/abort` (the SDK's build command does)".into(),
+        ("env", "seed") => "AssemblyScript's Math.random seed; avoid Math.random, or build with `--use seed=...` pointing at a function of your own".into(),
+        ("env", "trace") => "AssemblyScript's trace(); remove the calls and log with the SDK's log functions".into(),
+        ("gojs", _) => "the module was built for GOOS=js; build with GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared".into(),
+        ("wasi_unstable", _) => "an old WASI snapshot; rebuild for wasi_snapshot_preview1 (GOOS=wasip1)".into(),
+        (ROOT, _) => format!(
+            "the world imports only {}; check the spelling of `//go:wasmimport` / `@external`",
+            ROOT_IMPORTS
+                .iter()
+                .map(|(n, _, _)| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "a plugin may import only the world's functions (module `$root`) and WASI preview 1 (`wasi_snapshot_preview1`); remove the dependency that needs it".into(),
+    }
+}
+
+/// Lists a core module's imports and exports with their signatures, after
+/// validating it.
+pub fn inspect(core: &[u8]) -> Result<(Vec<CoreItem>, Vec<CoreItem>), ComponentizeError> {
+    if !core.starts_with(b"\0asm") {
+        return Err(ComponentizeError::NotWasm);
+    }
+    if wasmparser::Parser::is_component(core) {
+        return Err(ComponentizeError::AlreadyComponent);
+    }
+    let types = Validator::new()
+        .validate_all(core)
+        .map_err(|e| ComponentizeError::Invalid {
+            reason: e.to_string(),
+        })?;
+    let mut imports = Vec::new();
+    let mut exports = Vec::new();
+    let mut imported_funcs = 0u32;
+    for payload in Parser::new(0).parse_all(core) {
+        let payload = payload.map_err(|e| ComponentizeError::Invalid {
+            reason: e.to_string(),
+        })?;
+        match payload {
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.map_err(|e| ComponentizeError::Invalid {
+                        reason: e.to_string(),
+                    })?;
+                    let ty = match import.ty {
+                        TypeRef::Func(_) | TypeRef::FuncExact(_) => {
+                            let id = types.as_ref().core_function_at(imported_funcs);
+                            imported_funcs += 1;
+                            func_signature(types[id].unwrap_func())
+                        }
+                        TypeRef::Memory(_) => "memory".into(),
+                        TypeRef::Table(_) => "table".into(),
+                        TypeRef::Global(_) => "global".into(),
+                        TypeRef::Tag(_) => "tag".into(),
+                    };
+                    imports.push(CoreItem {
+                        module: import.module.into(),
+                        name: import.name.into(),
+                        ty,
+                    });
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(|e| ComponentizeError::Invalid {
+                        reason: e.to_string(),
+                    })?;
+                    let ty = match export.kind {
+                        ExternalKind::Func | ExternalKind::FuncExact => func_signature(
+                            types[types.as_ref().core_function_at(export.index)].unwrap_func(),
+                        ),
+                        ExternalKind::Memory => "memory".into(),
+                        ExternalKind::Table => "table".into(),
+                        ExternalKind::Global => "global".into(),
+                        ExternalKind::Tag => "tag".into(),
+                    };
+                    exports.push(CoreItem {
+                        module: String::new(),
+                        name: export.name.into(),
+                        ty,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((imports, exports))
+}
+
+/// Checks the module's exports and imports against the world.
+fn check_against_world(
+    imports: &[CoreItem],
+    exports: &[CoreItem],
+) -> Result<bool, ComponentizeError> {
+    let export = |name: &str| exports.iter().find(|e| e.name == name);
+    for required in REQUIRED_EXPORTS {
+        let expected = signature(required.params, required.results);
+        match export(required.name) {
+            None => {
+                return Err(ComponentizeError::MissingExport {
+                    name: required.name,
+                    what: required.what,
+                    fix: required.fix,
+                });
+            }
+            Some(e) if e.ty != expected => {
+                return Err(ComponentizeError::ExportSignature {
+                    name: required.name.into(),
+                    found: e.ty.clone(),
+                    expected,
+                    fix: "it must be the SDK glue's export, unchanged".into(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    match export("memory") {
+        Some(e) if e.ty == "memory" => {}
+        found => {
+            return Err(ComponentizeError::ExportSignature {
+                name: "memory".into(),
+                found: found.map_or("missing".into(), |e| e.ty.clone()),
+                expected: "the exported linear memory".into(),
+                fix: "export the module's memory as `memory` (Go and AssemblyScript do by default)"
+                    .into(),
+            })
+        }
+    }
+    for (name, params, results) in OPTIONAL_EXPORTS {
+        let expected = signature(params, results);
+        if let Some(e) = export(name) {
+            if e.ty != expected {
+                return Err(ComponentizeError::ExportSignature {
+                    name: (*name).into(),
+                    found: e.ty.clone(),
+                    expected,
+                    fix: "it must be the SDK glue's export, unchanged".into(),
+                });
+            }
+        }
+    }
+    let mut uses_wasi = false;
+    for import in imports {
+        if import.module == "wasi_snapshot_preview1" {
+            uses_wasi = true;
+            continue;
+        }
+        if import.module == ROOT {
+            if let Some((_, params, results)) =
+                ROOT_IMPORTS.iter().find(|(n, _, _)| *n == import.name)
+            {
+                let expected = signature(params, results);
+                if import.ty != expected {
+                    return Err(ComponentizeError::ImportSignature {
+                        name: import.name.clone(),
+                        found: import.ty.clone(),
+                        expected,
+                    });
+                }
+                continue;
+            }
+        }
+        return Err(ComponentizeError::UnknownImport {
+            module: import.module.clone(),
+            name: import.name.clone(),
+            fix: import_fix(&import.module, &import.name),
+        });
+    }
+    Ok(uses_wasi)
+}
+
+/// Turns a core module into a component of the `decider` world.
+pub fn componentize(core: &[u8]) -> Result<Componentized, ComponentizeError> {
+    let (imports, exports) = inspect(core)?;
+    let uses_wasi = check_against_world(&imports, &exports)?;
+    let encode_err = |e: anyhow::Error| ComponentizeError::Encode {
+        reason: format!("{e:#}"),
+    };
+    let mut resolve = Resolve::default();
+    let package = resolve
+        .push_str("wit/plugin.wit", WORLD_WIT)
+        .map_err(encode_err)?;
+    let world = resolve
+        .select_world(&[package], Some("decider"))
+        .map_err(encode_err)?;
+    let mut module = core.to_vec();
+    if uses_wasi {
+        // A Go SDK module reserves memory for the adapter; see `adapter_arena`.
+        let arena = adapter_arena::find(core).map_err(|e| ComponentizeError::Encode {
+            reason: e.to_string(),
+        })?;
+        if let Some(start) = arena {
+            module = adapter_arena::inject(core, start).map_err(|e| ComponentizeError::Encode {
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    wit_component::embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)
+        .map_err(encode_err)?;
+    let mut encoder = ComponentEncoder::default()
+        .validate(true)
+        .module(&module)
+        .map_err(encode_err)?;
+    if uses_wasi {
+        encoder = encoder
+            .adapter(
+                WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+            .map_err(encode_err)?;
+    }
+    let component = encoder.encode().map_err(encode_err)?;
+    Ok(Componentized {
+        component,
+        imports,
+        exports,
+        uses_wasi,
+    })
+}
+
+/// Arguments of `htlcgate componentize`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ComponentizeArgs {
+    /// The core module your compiler wrote (Go: GOOS=wasip1 -buildmode=c-shared;
+    /// AssemblyScript: asc with the SDK's flags).
+    pub input: PathBuf,
+    /// Where to write the component.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// Runs `htlcgate componentize`: reads, converts, writes (atomically: a reader
+/// never sees half a file), and prints what it wrote.
+pub fn run(args: ComponentizeArgs) -> anyhow::Result<()> {
+    let core = std::fs::read(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let out = componentize(&core).with_context(|| {
+        format!(
+            "{} cannot become a plugin of the {WORLD_NAME} world",
+            args.input.display()
+        )
+    })?;
+    let tmp = args
+        .output
+        .with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, &out.component)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!(
+        "{}: component of {WORLD_NAME}, {} bytes (core module {} bytes; {})",
+        args.output.display(),
+        out.component.len(),
+        core.len(),
+        if out.uses_wasi {
+            "WASI preview 1 adapted to preview 2"
+        } else {
+            "no WASI"
+        }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module with the world's exports, importing `log` plus `imports`;
+    /// `decide` has parameters `decide_params`.
+    fn module_with(imports: &str, decide_params: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(module
+                {imports}
+                (import "$root" "log" (func (param i32 i32 i32)))
+                (memory (export "memory") 1)
+                (global $next (mut i32) (i32.const 1024))
+                (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+                    (local $p i32)
+                    (local.set $p (global.get $next))
+                    (global.set $next (i32.add (global.get $next) (local.get 3)))
+                    (local.get $p))
+                (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+                (func (export "decide") (param {decide_params}) (result i32) (i32.const 16))
+            )"#
+        ))
+        .unwrap()
+    }
+
+    fn module(imports: &str) -> Vec<u8> {
+        module_with(imports, "i32")
+    }
+
+    #[test]
+    fn a_module_with_the_worlds_exports_becomes_a_component_without_wasi() {
+        let out = componentize(&module("")).unwrap();
+        assert!(wasmparser::Parser::is_component(&out.component));
+        assert!(!out.uses_wasi);
+        assert!(out.exports.iter().any(|e| e.name == "decide"));
+    }
+
+    #[test]
+    fn a_missing_decide_is_named_with_the_fix() {
+        let core = wat::parse_str(
+            r#"(module (memory (export "memory") 1)
+                (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+                (func (export "init") (param i32 i32) (result i32) (i32.const 0)))"#,
+        )
+        .unwrap();
+        let err = componentize(&core).unwrap_err();
+        assert!(
+            matches!(err, ComponentizeError::MissingExport { name: "decide", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("SDK glue"), "{err}");
+    }
+
+    #[test]
+    fn a_decide_with_the_wrong_signature_is_refused() {
+        let err = componentize(&module_with("", "i64")).unwrap_err();
+        assert!(
+            matches!(&err, ComponentizeError::ExportSignature { name, .. } if name == "decide"),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("func (i64) -> i32") && msg.contains("func (i32) -> i32"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn assemblyscripts_abort_import_is_named_with_the_asc_flag() {
+        let core = module(r#"(import "env" "abort" (func (param i32 i32 i32 i32)))"#);
+        let err = componentize(&core).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ComponentizeError::UnknownImport { .. }),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("`env`.`abort`") && msg.contains("--use abort="),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_world_import_is_refused() {
+        let core = module(r#"(import "$root" "now_unix_ms" (func (result i64)))"#);
+        let msg = componentize(&core).unwrap_err().to_string();
+        assert!(
+            msg.contains("now_unix_ms") && msg.contains("`now-unix-ms`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_world_import_with_the_wrong_signature_is_refused() {
+        let core = module(r#"(import "$root" "now-unix-ms" (func (result i32)))"#);
+        let err = componentize(&core).unwrap_err();
+        assert!(
+            matches!(err, ComponentizeError::ImportSignature { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("func () -> i64"), "{err}");
+    }
+
+    #[test]
+    fn a_component_or_garbage_is_not_a_core_module() {
+        let component = componentize(&module("")).unwrap().component;
+        assert!(matches!(
+            componentize(&component),
+            Err(ComponentizeError::AlreadyComponent)
+        ));
+        assert!(matches!(
+            componentize(b"#!/bin/sh"),
+            Err(ComponentizeError::NotWasm)
+        ));
+    }
+
+    #[test]
+    fn wasi_imports_get_the_embedded_adapter() {
+        let core = module(
+            r#"(import "wasi_snapshot_preview1" "clock_time_get" (func (param i32 i64 i32) (result i32)))"#,
+        );
+        let out = componentize(&core).unwrap();
+        assert!(out.uses_wasi);
+        let text = String::from_utf8_lossy(&out.component);
+        assert!(text.contains("wasi:clocks/wall-clock"), "no WASI p2 import");
+    }
+}

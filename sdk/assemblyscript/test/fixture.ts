@@ -1,0 +1,35 @@
+// A plugin that exercises every part of the SDK's glue, for sdk.test.mjs.
+import { Config, Decider, Htlc, Verdict, FailureCode, formatScid, info, register } from "htlcgate-sdk";
+export * from "htlcgate-sdk/assembly/glue";
+
+class Echo extends Decider {
+  calls: u32 = 0;
+  constructor(private mode: string) {
+    super();
+  }
+  decide(h: Htlc): Verdict {
+    this.calls++;
+    info(h.key.toString() + " " + formatScid(h.outgoingChan) + " onion " + h.onionBlob().length.toString());
+    if (this.mode == "settle") {
+      const pre = new Uint8Array(32);
+      pre[0] = <u8>h.customRecords.size;
+      return Verdict.settle(pre);
+    }
+    if (this.mode == "modify") {
+      return Verdict.resumeModified()
+        .withOutAmountMsat(h.outgoingAmountMsat - 1)
+        .withWireRecord(65539, Uint8Array.wrap(String.UTF8.encode("b")))
+        .withWireRecord(65537, h.paymentHash);
+    }
+    if (this.mode == "fail") return Verdict.fail(FailureCode.InvalidOnionKey);
+    return this.calls % 2 == 0 ? Verdict.resume() : Verdict.next();
+  }
+}
+
+function init(config: Config): Decider {
+  config.denyUnknown(["mode", "n"]);
+  config.u64Or("n", 0);
+  return new Echo(config.stringOr("mode", "alternate"));
+}
+
+register(init);

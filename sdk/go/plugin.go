@@ -1,0 +1,63 @@
+package htlcgate
+
+import "errors"
+
+// Decider decides HTLCs. It is built once by the init function given to
+// Register and then asked about each HTLC, one at a time.
+type Decider interface {
+	// Decide answers for one HTLC. Next passes it to the next plugin; any other
+	// Verdict ends the chain and goes to LND once the host has checked it.
+	Decide(h *Htlc) Verdict
+}
+
+// DeciderFunc makes a plain function a Decider (for stateless policies).
+type DeciderFunc func(h *Htlc) Verdict
+
+// Decide calls f.
+func (f DeciderFunc) Decide(h *Htlc) Verdict { return f(h) }
+
+// InitFunc builds the Decider from the plugin's config table. An error refuses
+// the load; its message is shown to the operator, so name the key and what is
+// wrong (the Config readers do).
+type InitFunc func(cfg Config) (Decider, error)
+
+// registered is the plugin's init function; current the Decider it built.
+var (
+	registered InitFunc
+	current    Decider
+)
+
+// Register makes init the plugin's init function. Call it once, from a package
+// init function (a Go plugin's main is never run).
+func Register(init InitFunc) {
+	registered = init
+}
+
+// runInit is the exported init: builds the Decider, or refuses.
+func runInit(cfg Config) error {
+	// A refused (re-)init must not leave an old Decider answering.
+	current = nil
+	if registered == nil {
+		return errors.New("the plugin registered no init function: call htlcgate.Register from a Go init function (main is never run in a plugin)")
+	}
+	d, err := registered(cfg)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return errors.New("the plugin's init function returned neither a Decider nor an error")
+	}
+	current = d
+	return nil
+}
+
+// runDecide is the exported decide: asks the Decider, or answers Next.
+func runDecide(h *Htlc) Verdict {
+	if current == nil {
+		// `next` has no effect of its own: the chain goes on exactly as if this
+		// plugin were absent, which cannot lose an HTLC.
+		Error("decide called before a successful init; answering `next`")
+		return Next()
+	}
+	return current.Decide(h)
+}

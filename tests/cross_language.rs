@@ -1,0 +1,329 @@
+//! One policy in three languages: the Rust, Go and AssemblyScript `fee-floor`
+//! give the same verdict on every HTLC of one generated corpus; the Go and
+//! AssemblyScript loop fixtures are cut off exactly like the Rust one; the
+//! AssemblyScript per-call reset keeps memory flat; and a chain mixing the three
+//! languages decides a stream through the mock LND.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{forward, input, plugin, plugin_with};
+use htlcgate::chain::{Chain, DecidedBy};
+use htlcgate::config::{ChainConfig, PluginConfig, SandboxConfig};
+use htlcgate::gate::Gate;
+use htlcgate::lnd::proto::routerrpc::{ForwardHtlcInterceptRequest, ResolveHoldForwardAction};
+use htlcgate::mock_lnd::{MockLnd, MockOptions};
+use htlcgate::verdict::{FailCode, Verdict};
+use htlcgate::wasm::engine::Sandbox;
+use htlcgate::wasm::fault::PluginFault;
+use htlcgate::wasm::plugin::{Plugin, Step};
+use tokio::sync::{mpsc, watch};
+
+/// The three implementations of one policy.
+const FEE_FLOORS: [&str; 3] = ["fee-floor", "go-fee-floor", "as-fee-floor"];
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(&SandboxConfig::default()).unwrap()
+}
+
+fn load(cfg: PluginConfig) -> Plugin {
+    let name = cfg.name.clone();
+    Plugin::load(&sandbox(), cfg).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The policy in plain Rust (u128, no shortcuts), to check all three against.
+fn expected(base: u64, ppm: u64, req: &ForwardHtlcInterceptRequest) -> Step {
+    let final_hop =
+        req.outgoing_requested_chan_id == 0 && req.outgoing_requested_node_id.is_empty();
+    let (incoming, outgoing) = (req.incoming_amount_msat, req.outgoing_amount_msat);
+    let floor = u128::from(base) + u128::from(ppm) * u128::from(outgoing) / 1_000_000;
+    let pays = incoming >= outgoing && u128::from(incoming - outgoing) >= floor;
+    if final_hop || pays {
+        Step::Next
+    } else {
+        Step::Verdict(Verdict::Fail(FailCode::TemporaryChannelFailure))
+    }
+}
+
+/// 1,000 HTLCs for a floor of `base + ppm * out / 1e6`: the edges (0, 1,
+/// u64::MAX, the exact floor and one below it, negative fees, final hops,
+/// node-addressed forwards with records) and random amounts in between.
+fn corpus(base: u64, ppm: u64) -> Vec<ForwardHtlcInterceptRequest> {
+    let mut rng = fastrand::Rng::with_seed(0x4854_4c43);
+    let edges = [
+        0,
+        1,
+        2,
+        999_999,
+        1_000_000,
+        u64::MAX / 2,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
+    let floor = |out: u64| {
+        (u128::from(base) + u128::from(ppm) * u128::from(out) / 1_000_000).min(u64::MAX.into())
+            as u64
+    };
+    (0..1000u64)
+        .map(|id| {
+            let out = match id % 5 {
+                0 => edges[(id / 5) as usize % edges.len()],
+                1 => rng.u64(..),
+                _ => rng.u64(0..10_000_000_000),
+            };
+            let fee = match id % 7 {
+                0 => floor(out),
+                1 => floor(out).saturating_sub(1),
+                2 => 0,
+                3 => floor(out).saturating_add(1),
+                _ => rng.u64(0..floor(out).saturating_mul(2).max(10)),
+            };
+            let mut req = forward(id, out, fee);
+            match id % 11 {
+                // A negative fee: more out than in.
+                0 => req.incoming_amount_msat = out.saturating_sub(1 + id),
+                // A payment to this node.
+                1 => req.outgoing_requested_chan_id = 0,
+                // A node-addressed forward with custom records.
+                2 => {
+                    req.outgoing_requested_chan_id = u64::MAX;
+                    req.outgoing_requested_node_id = vec![3; 33];
+                    req.custom_records = [(65_537, vec![1, 2, 3]), (70_000, vec![])].into();
+                    req.in_wire_custom_records = [(65_541, b"wire".to_vec())].into();
+                }
+                _ => {}
+            }
+            req
+        })
+        .collect()
+}
+
+#[test]
+fn rust_go_and_assemblyscript_fee_floors_agree_on_every_htlc() {
+    for (base, ppm) in [(1_000, 100), (0, 1), (u64::MAX, u64::MAX), (0, 0)] {
+        let config = [("base_msat", base.to_string()), ("ppm", ppm.to_string())];
+        let config: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut plugins: Vec<Plugin> = FEE_FLOORS
+            .iter()
+            .map(|name| load(plugin_with(name, &config)))
+            .collect();
+        let mut fails = 0;
+        for req in corpus(base, ppm) {
+            let want = expected(base, ppm, &req);
+            if want != Step::Next {
+                fails += 1;
+            }
+            let summary = format!(
+                "base={base} ppm={ppm} in={} out={} chan={}",
+                req.incoming_amount_msat, req.outgoing_amount_msat, req.outgoing_requested_chan_id
+            );
+            let htlc = input(req);
+            for (name, p) in FEE_FLOORS.iter().zip(plugins.iter_mut()) {
+                let (step, _) = p.decide(&htlc);
+                assert_eq!(step, want, "{name} disagrees on {summary}");
+            }
+        }
+        // The corpus must tell the implementations apart: both answers occur,
+        // except where the config makes one of them impossible.
+        match (base, ppm) {
+            (0, 0) => assert!(fails > 50, "only {fails} fails with a zero floor"),
+            (u64::MAX, u64::MAX) => assert!(fails > 800, "only {fails} fails"),
+            _ => assert!((200..900).contains(&fails), "{fails} fails of 1000"),
+        }
+    }
+}
+
+#[test]
+fn a_go_or_assemblyscript_loop_is_cut_off_by_fuel_like_the_rust_one() {
+    for name in ["spin-forever", "go-spin-forever", "as-spin-forever"] {
+        let mut p = load(plugin(name));
+        for id in 0..2 {
+            let (step, cost) = p.decide(&input(forward(id, 1000, 10)));
+            assert_eq!(
+                step,
+                Step::Fault(PluginFault::FuelExhausted { fuel: 10_000_000 }),
+                "{name}"
+            );
+            assert_eq!(cost.fuel, 10_000_000, "{name}");
+        }
+        // Replaced after each trap, not quarantined yet (max_faults = 5).
+        assert!(!p.is_quarantined(), "{name}");
+    }
+}
+
+#[test]
+fn a_go_or_assemblyscript_loop_is_cut_off_by_the_deadline_when_fuel_is_plentiful() {
+    for name in ["spin-forever", "go-spin-forever", "as-spin-forever"] {
+        let mut cfg = plugin(name);
+        cfg.fuel = u64::MAX / 2;
+        cfg.timeout = Duration::from_millis(20);
+        let mut p = load(cfg);
+        let started = std::time::Instant::now();
+        let (step, _) = p.decide(&input(forward(1, 1000, 10)));
+        assert_eq!(
+            step,
+            Step::Fault(PluginFault::Deadline {
+                timeout: Duration::from_millis(20)
+            }),
+            "{name}"
+        );
+        // The deadline, plus re-instantiation (the Go runtime starts again).
+        assert!(started.elapsed() < Duration::from_secs(2), "{name}");
+    }
+}
+
+#[test]
+fn an_assemblyscript_plugins_memory_does_not_grow_across_calls() {
+    // 1 MiB: without the per-call reset, 5,000 calls (each allocating the
+    // arguments, the Htlc and the Verdict) would pass it many times over.
+    let mut cfg = plugin_with("as-fee-floor", &[("base_msat", "1000")]);
+    cfg.memory_bytes = 1 << 20;
+    let mut p = load(cfg);
+    let mut fuel = Vec::new();
+    for id in 0..5_000 {
+        // Fees at or above the floor: every call takes the same path.
+        let mut req = forward(id, 1_000_000, 1_100 + id % 2_000);
+        req.custom_records = [(65_537, vec![7; 512])].into();
+        let (step, cost) = p.decide(&input(req));
+        assert!(!matches!(step, Step::Fault(_)), "call {id}: {step:?}");
+        fuel.push(cost.fuel);
+    }
+    // Same work per call: no allocator slowing down on a growing heap.
+    assert_eq!(fuel[10], fuel[4_000], "fuel per call changed");
+}
+
+#[test]
+fn a_go_plugin_keeps_deciding_after_many_calls() {
+    // Go's garbage collector, not a reset, frees its per-call garbage; memory
+    // handed to the host stays reachable until the call is over.
+    let mut cfg = plugin_with("go-fee-floor", &[("base_msat", "1000")]);
+    cfg.memory_bytes = 32 << 20;
+    let mut p = load(cfg);
+    for id in 0..3_000 {
+        let mut req = forward(id, 1_000_000, 999 + id % 2);
+        req.custom_records = [(65_537, vec![7; 1024])].into();
+        let want = if id % 2 == 1 {
+            Step::Next
+        } else {
+            Step::Verdict(Verdict::Fail(FailCode::TemporaryChannelFailure))
+        };
+        assert_eq!(p.decide(&input(req)).0, want, "call {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_rust_go_and_assemblyscript_plugins_decides_a_stream() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
+    // Each language gets the last word on part of the stream:
+    // Rust max-htlc fails amounts above 5e9, Go fails fees below
+    // 1000 + 100 ppm, AssemblyScript fails fees below 5000; the rest resume.
+    let chain = vec![
+        plugin_with("max-htlc", &[("max_msat", "5000000000")]),
+        plugin_with("go-fee-floor", &[("base_msat", "1000"), ("ppm", "100")]),
+        plugin_with("as-fee-floor", &[("base_msat", "5000")]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockLnd::start(MockOptions::new(dir.path())).await.unwrap();
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let loaded = Chain::load(&sandbox, &chain, Verdict::Resume).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let gate = Gate::new(
+        loaded,
+        ChainConfig::default(),
+        htlcgate::journal::Journal::in_memory(),
+        Some(tx),
+    );
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(htlcgate::lnd::stream::run(mock.endpoint(), gate, stop_rx));
+    mock.wait_connected(Duration::from_secs(10)).await.unwrap();
+
+    let mut want = HashMap::new();
+    for id in 0..300u64 {
+        let out = match id % 4 {
+            0 => 5_000_000_001 + id,
+            _ => 1_000_000 + id * 1_000,
+        };
+        let fee = match id % 3 {
+            0 => 500,
+            1 => 3_000,
+            _ => 6_000,
+        };
+        let floor = 1000 + out / 10_000;
+        let (action, by) = if out > 5_000_000_000 {
+            (ResolveHoldForwardAction::Fail, "max-htlc")
+        } else if fee < floor {
+            (ResolveHoldForwardAction::Fail, "go-fee-floor")
+        } else if fee < 5000 {
+            (ResolveHoldForwardAction::Fail, "as-fee-floor")
+        } else {
+            (ResolveHoldForwardAction::Resume, "default")
+        };
+        want.insert((1u64, id), (action, by));
+        mock.send_htlc(forward(id, out, fee));
+    }
+    mock.wait_resolved(300, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut answered = HashMap::new();
+    for r in mock.resolutions() {
+        assert!(
+            answered.insert(r.key, r.response).is_none(),
+            "{:?} answered twice",
+            r.key
+        );
+    }
+    assert_eq!(answered.len(), 300);
+    for (key, (action, _)) in &want {
+        assert_eq!(answered[key].action(), *action, "key {key:?}");
+    }
+    let mut by_count: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let by = match &event.decision.by {
+            DecidedBy::Plugin(p) => p.to_string(),
+            DecidedBy::Default => "default".into(),
+            other => panic!("{:?} decided by {other}", event.key),
+        };
+        let key = (event.key.chan_id, event.key.htlc_id);
+        assert_eq!(by, want[&key].1, "who decided {key:?}");
+        *by_count.entry(by).or_default() += 1;
+    }
+    for who in ["max-htlc", "go-fee-floor", "as-fee-floor", "default"] {
+        assert!(by_count.get(who).copied().unwrap_or(0) > 20, "{by_count:?}");
+    }
+    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn a_go_plugin_starts_its_runtime_during_instantiation_under_init_fuel() {
+    // Far too little fuel for the Go runtime's start-up: the load fails as a
+    // start-up fault, before any decide.
+    let mut cfg = plugin("go-fee-floor");
+    cfg.init_fuel = 10_000;
+    let err = Plugin::load(&sandbox(), cfg)
+        .err()
+        .expect("loaded on 10,000 fuel");
+    assert!(
+        matches!(
+            err,
+            htlcgate::wasm::plugin::LoadError::InitFault {
+                fault: PluginFault::FuelExhausted { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
