@@ -169,6 +169,31 @@ pub struct PluginConfig {
     /// Capabilities granted beyond the base world (`grants`, see
     /// [`crate::wasm::grants::CAPABILITIES`]).
     pub grants: Vec<String>,
+    /// Bounds on the plugin's key-value namespace (used with the `kv` grant).
+    pub kv: KvLimits,
+}
+
+/// Bounds on one plugin's key-value namespace (`kv_max_key_bytes`,
+/// `kv_max_value_bytes`, `kv_max_keys` in its `[[plugin]]` entry). A write beyond
+/// them is refused with an error the plugin sees; nothing is truncated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvLimits {
+    /// Longest key in bytes (default 256).
+    pub max_key_bytes: u32,
+    /// Longest value in bytes (default 4096).
+    pub max_value_bytes: u32,
+    /// Most keys in the namespace (default 10,000).
+    pub max_keys: u32,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        KvLimits {
+            max_key_bytes: defaults::KV_MAX_KEY_BYTES,
+            max_value_bytes: defaults::KV_MAX_VALUE_BYTES,
+            max_keys: defaults::KV_MAX_KEYS,
+        }
+    }
 }
 
 /// Defaults for `[[plugin]]` keys.
@@ -193,6 +218,12 @@ pub mod defaults {
     pub const JOURNAL_MAX_AGE_DAYS: u64 = 14;
     /// Wasm stack in KiB.
     pub const MAX_WASM_STACK_KB: usize = 512;
+    /// Longest key-value key in bytes.
+    pub const KV_MAX_KEY_BYTES: u32 = 256;
+    /// Longest key-value value in bytes.
+    pub const KV_MAX_VALUE_BYTES: u32 = 4096;
+    /// Most keys in one plugin's namespace.
+    pub const KV_MAX_KEYS: u32 = 10_000;
 }
 
 #[derive(Deserialize, Default)]
@@ -249,6 +280,9 @@ struct RawPlugin {
     sha256: Option<String>,
     #[serde(default)]
     grants: Vec<String>,
+    kv_max_key_bytes: Option<u32>,
+    kv_max_value_bytes: Option<u32>,
+    kv_max_keys: Option<u32>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -434,6 +468,27 @@ impl Config {
                     ));
                 }
             }
+            let kv = KvLimits {
+                max_key_bytes: p.kv_max_key_bytes.unwrap_or(defaults::KV_MAX_KEY_BYTES),
+                max_value_bytes: p.kv_max_value_bytes.unwrap_or(defaults::KV_MAX_VALUE_BYTES),
+                max_keys: p.kv_max_keys.unwrap_or(defaults::KV_MAX_KEYS),
+            };
+            for (name, value, range) in [
+                ("kv_max_key_bytes", kv.max_key_bytes, 1..=65_536),
+                ("kv_max_value_bytes", kv.max_value_bytes, 1..=1_048_576),
+                ("kv_max_keys", kv.max_keys, 1..=1_000_000),
+            ] {
+                if !range.contains(&value) {
+                    return Err(invalid(
+                        key(name),
+                        format!(
+                            "{value} is out of range; use {}..={} (the namespace is kept in memory and in the journal file)",
+                            range.start(),
+                            range.end()
+                        ),
+                    ));
+                }
+            }
             let mut config = Vec::with_capacity(p.config.len());
             for (k, v) in p.config {
                 let s = match v {
@@ -466,6 +521,7 @@ impl Config {
                 config,
                 sha256,
                 grants: p.grants,
+                kv,
             });
         }
         Ok(Config {
@@ -551,6 +607,7 @@ impl PluginConfig {
             config: Vec::new(),
             sha256: None,
             grants: Vec::new(),
+            kv: KvLimits::default(),
         }
     }
 }

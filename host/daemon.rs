@@ -76,16 +76,19 @@ pub fn endpoint(cfg: &Config, flags: &LndFlags) -> anyhow::Result<LndEndpoint> {
 pub async fn run(config_path: PathBuf, flags: LndFlags) -> anyhow::Result<()> {
     let cfg = Config::load(&config_path)?;
     let endpoint = endpoint(&cfg, &flags)?;
-    let sandbox = Sandbox::new(&cfg.sandbox).context("starting the wasm engine")?;
+    // The journal first: plugins' key-value state lives in its file.
+    let journal = Journal::open(&cfg.journal.path, cfg.journal.retention)?;
+    tracing::info!(path = %cfg.journal.path.display(), entries = journal.len().unwrap_or(0), "verdict journal open");
+    let sandbox = Sandbox::new(&cfg.sandbox)
+        .context("starting the wasm engine")?
+        .with_kv(journal.kv());
     let chain = Chain::load(&sandbox, &cfg.plugins, cfg.chain.default_verdict.verdict())?;
     tracing::info!(
         plugins = ?chain.names().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         default = %cfg.chain.default_verdict.verdict(),
         "chain loaded"
     );
-    let journal = Journal::open(&cfg.journal.path, cfg.journal.retention)?;
-    tracing::info!(path = %cfg.journal.path.display(), entries = journal.len().unwrap_or(0), "verdict journal open");
-    let gate = Gate::new(chain, cfg.chain.clone(), journal, None);
+    let gate = Gate::new(chain, cfg.chain.clone(), journal.clone(), None);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -113,6 +116,10 @@ pub async fn run(config_path: PathBuf, flags: LndFlags) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     crate::lnd::stream::run(endpoint, gate, stop_rx).await;
+    // Plugin state written since the last verdict (init, late decisions).
+    if let Err(e) = journal.sync().await {
+        tracing::error!("plugin state not saved at shutdown: {e}");
+    }
     Ok(())
 }
 

@@ -9,7 +9,9 @@
 //!
 //! Writes go through one writer thread that commits whatever has queued up as one
 //! transaction (group commit): one fsync covers many verdicts under load, and a
-//! verdict is released for sending only after its commit returned.
+//! verdict is released for sending only after its commit returned. The same
+//! transaction carries the plugins' key-value writes ([`crate::kv`]), so the state a
+//! verdict depended on is durable before the verdict is sent.
 //!
 //! Bounded: an entry older than `max_age_days` (default 14: LND accepts CLTV deltas up
 //! to 2016 blocks, about 14 days, after which it can no longer replay the HTLC) or
@@ -24,6 +26,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::oneshot;
 
 use crate::circuit::CircuitKey;
+use crate::kv::KvStore;
 use crate::verdict::{FailCode, Modification, Verdict};
 
 /// Key -> encoded entry (format version, write time, auto-fail height, verdict).
@@ -39,6 +42,8 @@ const FORMAT: u8 = 1;
 const MAX_BATCH: usize = 4096;
 /// Prune at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Plugin state written outside a decision is flushed at least this often.
+const KV_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// A journal failure.
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +105,15 @@ impl Default for Retention {
 }
 
 struct Write {
+    /// The verdict to record; `None` only asks for a commit (of plugin state).
+    verdict: Option<VerdictWrite>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+struct VerdictWrite {
     key: CircuitKey,
     entry: Vec<u8>,
     time: u64,
-    done: oneshot::Sender<Result<(), String>>,
 }
 
 /// The verdict journal. Cheap to clone.
@@ -111,6 +121,7 @@ struct Write {
 pub struct Journal {
     db: Arc<Database>,
     writes: mpsc::Sender<Write>,
+    kv: KvStore,
 }
 
 fn now_secs() -> u64 {
@@ -145,13 +156,35 @@ impl Journal {
         txn.open_table(ON_CHAIN)?;
         txn.commit()?;
         let db = Arc::new(db);
+        let kv = KvStore::on(db.clone()).map_err(|e| JournalError::Db(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         let writer_db = db.clone();
+        let writer_kv = kv.clone();
         std::thread::Builder::new()
             .name("htlcgate-journal".into())
-            .spawn(move || writer(writer_db, rx, retention))
+            .spawn(move || writer(writer_db, writer_kv, rx, retention))
             .map_err(|e| JournalError::Db(e.to_string()))?;
-        Ok(Journal { db, writes: tx })
+        Ok(Journal { db, writes: tx, kv })
+    }
+
+    /// The plugins' key-value store, in this journal's file and committed with its
+    /// verdicts.
+    pub fn kv(&self) -> KvStore {
+        self.kv.clone()
+    }
+
+    /// Commits pending plugin state now (at shutdown); resolves once durable.
+    pub async fn sync(&self) -> Result<(), JournalError> {
+        let (done, rx) = oneshot::channel();
+        self.writes
+            .send(Write {
+                verdict: None,
+                done,
+            })
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await
+            .map_err(|_| JournalError::Stopped)?
+            .map_err(JournalError::Db)
     }
 
     /// Records a verdict durably; resolves once it is committed.
@@ -165,9 +198,11 @@ impl Journal {
         let (done, rx) = oneshot::channel();
         self.writes
             .send(Write {
-                key,
-                entry: encode(verdict, time, auto_fail_height),
-                time,
+                verdict: Some(VerdictWrite {
+                    key,
+                    entry: encode(verdict, time, auto_fail_height),
+                    time,
+                }),
                 done,
             })
             .map_err(|_| JournalError::Stopped)?;
@@ -236,9 +271,28 @@ impl Journal {
     }
 }
 
-fn writer(db: Arc<Database>, rx: mpsc::Receiver<Write>, retention: Retention) {
+fn writer(db: Arc<Database>, kv: KvStore, rx: mpsc::Receiver<Write>, retention: Retention) {
     let mut last_prune = std::time::Instant::now();
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(KV_FLUSH_EVERY) {
+            Ok(w) => w,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if kv.has_dirty() {
+                    if let Err(e) = commit(&db, &kv, &[]) {
+                        tracing::error!(
+                            "plugin state write failed: {e}; retrying with the next commit"
+                        );
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Err(e) = commit(&db, &kv, &[]) {
+                    tracing::error!("plugin state write at shutdown failed: {e}");
+                }
+                return;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -246,7 +300,7 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Write>, retention: Retention) {
                 Err(_) => break,
             }
         }
-        let result = commit(&db, &batch).map_err(|e| e.to_string());
+        let result = commit(&db, &kv, &batch).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(
                 "verdict journal write failed: {e}; these verdicts are sent but not durable"
@@ -266,12 +320,26 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Write>, retention: Retention) {
     }
 }
 
-fn commit(db: &Database, batch: &[Write]) -> Result<(), JournalError> {
+/// Commits the batch's verdicts and every dirty plugin key in one durable
+/// transaction.
+fn commit(db: &Database, kv: &KvStore, batch: &[Write]) -> Result<(), JournalError> {
     let txn = db.begin_write()?;
+    let flushed = kv
+        .flush_into(&txn)
+        .map_err(|e| JournalError::Db(e.to_string()))?;
+    let result = commit_verdicts(txn, batch);
+    match &result {
+        Ok(()) => kv.committed(flushed),
+        Err(_) => kv.failed(flushed),
+    }
+    result
+}
+
+fn commit_verdicts(txn: redb::WriteTransaction, batch: &[Write]) -> Result<(), JournalError> {
     {
         let mut verdicts = txn.open_table(VERDICTS)?;
         let mut by_time = txn.open_table(BY_TIME)?;
-        for w in batch {
+        for w in batch.iter().filter_map(|w| w.verdict.as_ref()) {
             let k = (w.key.chan_id, w.key.htlc_id);
             // The first verdict for a key is the one LND may have acted on: keep it.
             if verdicts.get(k)?.is_some() {
@@ -442,6 +510,28 @@ mod tests {
                 out_wire_custom_records: [(65536, vec![1, 2]), (70000, vec![])].into(),
             }),
         ]
+    }
+
+    /// Plugin state on disk, read through a fresh store (no memory of its own).
+    fn on_disk(j: &Journal, key: &[u8]) -> Option<Vec<u8>> {
+        let fresh = KvStore::on(j.db.clone()).unwrap();
+        let limits = crate::config::KvLimits::default();
+        fresh.namespace("p").unwrap().get(key, &limits).unwrap()
+    }
+
+    #[tokio::test]
+    async fn plugin_state_is_committed_with_the_next_verdict() {
+        let j = Journal::in_memory();
+        let limits = crate::config::KvLimits::default();
+        let ns = j.kv().namespace("p").unwrap();
+        ns.set(b"count", b"1", &limits).unwrap();
+        assert_eq!(on_disk(&j, b"count"), None);
+        j.record(k(1), &Verdict::Resume, 0).await.unwrap();
+        // Resolved means committed: the write is in the verdict's transaction.
+        assert_eq!(on_disk(&j, b"count"), Some(b"1".to_vec()));
+        ns.delete(b"count", &limits).unwrap();
+        j.sync().await.unwrap();
+        assert_eq!(on_disk(&j, b"count"), None);
     }
 
     #[test]

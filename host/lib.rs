@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod demo;
 pub mod gate;
 pub mod journal;
+pub mod kv;
 pub mod lnd;
 pub mod mock_lnd;
 pub mod reload;

@@ -16,6 +16,7 @@ use wasmtime::{Config, Engine, OptLevel};
 use crate::wasm::cache::{CacheOutcome, CompileCache};
 
 use crate::config::SandboxConfig;
+use crate::kv::KvStore;
 
 /// One epoch tick: the granularity of every wall-clock deadline.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -32,6 +33,8 @@ pub struct Sandbox {
     pub engine: Engine,
     /// The compiled-code cache, if enabled.
     pub cache: Option<CompileCache>,
+    /// Plugin key-value state (memory only unless set with [`Sandbox::with_kv`]).
+    pub kv: KvStore,
     /// Keeps the ticker alive; the ticker stops when the last `Sandbox` is dropped.
     _ticker: Arc<Ticker>,
 }
@@ -85,8 +88,16 @@ impl Sandbox {
         Ok(Sandbox {
             engine,
             cache,
+            kv: KvStore::memory(),
             _ticker: Arc::new(Ticker { stop }),
         })
+    }
+
+    /// The same sandbox with plugin state kept in `kv` (the journal's store, so that
+    /// it survives restarts and is durable before the verdicts that depend on it).
+    pub fn with_kv(mut self, kv: KvStore) -> Sandbox {
+        self.kv = kv;
+        self
     }
 
     /// Compiles a component, through the cache when there is one.

@@ -19,11 +19,18 @@ pub struct Capability {
 }
 
 /// Every capability htlcgate knows.
-pub const CAPABILITIES: &[Capability] = &[Capability {
-    name: "onion-blob",
-    imports: &["onion-blob"],
-    gives: "the raw onion packet for the next hop",
-}];
+pub const CAPABILITIES: &[Capability] = &[
+    Capability {
+        name: "onion-blob",
+        imports: &["onion-blob"],
+        gives: "the raw onion packet for the next hop",
+    },
+    Capability {
+        name: "kv",
+        imports: &["kv-get", "kv-set", "kv-delete"],
+        gives: "a key-value namespace of its own, kept on disk across reloads and restarts",
+    },
+];
 
 /// The capability named `name`.
 pub fn capability(name: &str) -> Option<&'static Capability> {
@@ -42,6 +49,8 @@ mod tests {
     #[test]
     fn the_onion_blob_import_needs_a_grant() {
         assert_eq!(covering("onion-blob").unwrap().name, "onion-blob");
+        assert_eq!(covering("kv-set").unwrap().name, "kv");
+        assert_eq!(covering("kv-get").unwrap().name, "kv");
         assert!(covering("log").is_none());
         assert!(capability("network").is_none());
     }

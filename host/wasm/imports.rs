@@ -1,5 +1,6 @@
 //! What a plugin's store holds and what it may call: the world's host imports (log,
-//! clock, onion blob), WASI with nothing granted, and the memory limiter.
+//! clock, onion blob, key-value state), WASI with nothing granted, and the memory
+//! limiter.
 //!
 //! WASI is linked only so that components from other toolchains (Go and
 //! AssemblyScript through the preview-1 adapter, Rust's std) load: the context has no
@@ -15,7 +16,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::wasm::bindings::{DeciderImports, LogLevel};
+use crate::config::KvLimits;
+use crate::kv::{KvError, Namespace};
+use crate::wasm::bindings::{DeciderImports, KvError as WitKvError, LogLevel};
 use crate::wasm::input::HtlcInput;
 
 /// Longest log line kept; the rest is cut.
@@ -171,6 +174,8 @@ pub struct PluginState {
     pub log: Arc<Mutex<LogLimiter>>,
     /// The HTLC being decided, for the `onion-blob` import.
     pub current: Option<Arc<HtlcInput>>,
+    /// The plugin's key-value namespace and its limits, when granted `kv`.
+    pub kv: Option<(Arc<Namespace>, KvLimits)>,
 }
 
 impl PluginState {
@@ -202,7 +207,36 @@ impl PluginState {
             },
             log,
             current: None,
+            kv: None,
         }
+    }
+
+    /// Runs a key-value operation; refused (and logged) without the namespace.
+    fn with_kv<T>(
+        &mut self,
+        op: &str,
+        f: impl FnOnce(&Namespace, &KvLimits) -> Result<T, KvError>,
+    ) -> Result<T, WitKvError> {
+        let Some((ns, limits)) = &self.kv else {
+            // Unreachable in practice: a component importing kv without the grant
+            // is refused at load.
+            return Err(WitKvError::Storage(
+                "key-value store not granted (grants = [\"kv\"])".into(),
+            ));
+        };
+        f(ns, limits).map_err(|e| {
+            let plugin = &*self.plugin;
+            match &e {
+                KvError::Storage(_) => tracing::error!(plugin, op, "key-value {op} failed: {e}"),
+                _ => tracing::debug!(plugin, op, "key-value {op} refused: {e}"),
+            }
+            match e {
+                KvError::KeyTooLong { max, .. } => WitKvError::KeyTooLong(max),
+                KvError::ValueTooLong { max, .. } => WitKvError::ValueTooLong(max),
+                KvError::TooManyKeys { max } => WitKvError::TooManyKeys(max),
+                KvError::Storage(m) => WitKvError::Storage(m),
+            }
+        })
     }
 }
 
@@ -234,6 +268,18 @@ impl DeciderImports for PluginState {
             .as_ref()
             .map(|h| h.onion_blob.clone())
             .unwrap_or_default()
+    }
+
+    fn kv_get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, WitKvError> {
+        self.with_kv("get", |ns, l| ns.get(&key, l))
+    }
+
+    fn kv_set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), WitKvError> {
+        self.with_kv("set", |ns, l| ns.set(&key, &value, l))
+    }
+
+    fn kv_delete(&mut self, key: Vec<u8>) -> Result<bool, WitKvError> {
+        self.with_kv("delete", |ns, l| ns.delete(&key, l))
     }
 }
 

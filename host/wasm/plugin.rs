@@ -15,6 +15,7 @@ use wasmtime::component::Linker;
 use wasmtime::Store;
 
 use crate::config::PluginConfig;
+use crate::kv::Namespace;
 use crate::verdict::{self, Verdict};
 use crate::wasm::bindings::{Decider, DeciderPre};
 use crate::wasm::engine::{ticks, Sandbox};
@@ -92,6 +93,16 @@ pub enum LoadError {
         /// What the capability gives.
         gives: &'static str,
     },
+    /// The plugin's key-value namespace could not be opened.
+    #[error("plugin `{plugin}` ({path}): cannot open its key-value state: {reason}; check the journal file (`journal.path`)")]
+    State {
+        /// Plugin name.
+        plugin: String,
+        /// Its file.
+        path: PathBuf,
+        /// The store's message.
+        reason: String,
+    },
     /// `init` returned an error.
     #[error("plugin `{plugin}` ({path}): init refused the configuration: {message}; fix [plugin.config] for `{plugin}`")]
     InitRefused {
@@ -152,6 +163,8 @@ pub struct Plugin {
     live: Option<Live>,
     /// The log rate limiter, shared by every instance this plugin gets.
     log: Arc<std::sync::Mutex<LogLimiter>>,
+    /// Its key-value namespace, when granted `kv`.
+    kv: Option<Arc<Namespace>>,
     consecutive_faults: u32,
     quarantined: bool,
 }
@@ -246,6 +259,20 @@ impl Plugin {
         let pre = DeciderPre::new(instance_pre).map_err(wrong_world)?;
         let name: Arc<str> = Arc::from(cfg.name.as_str());
         let log = Arc::new(std::sync::Mutex::new(LogLimiter::new(name.clone())));
+        let kv = if cfg.grants.iter().any(|g| g == "kv") {
+            Some(
+                sandbox
+                    .kv
+                    .namespace(&cfg.name)
+                    .map_err(|e| LoadError::State {
+                        plugin: plugin.clone(),
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?,
+            )
+        } else {
+            None
+        };
         let mut p = Plugin {
             cfg,
             name,
@@ -253,6 +280,7 @@ impl Plugin {
             pre,
             live: None,
             log,
+            kv,
             consecutive_faults: 0,
             quarantined: false,
         };
@@ -267,10 +295,10 @@ impl Plugin {
             path: self.cfg.path.clone(),
             fault,
         };
-        let mut store = Store::new(
-            &self.sandbox.engine,
-            PluginState::new(self.name.clone(), self.cfg.memory_bytes, self.log.clone()),
-        );
+        let mut state =
+            PluginState::new(self.name.clone(), self.cfg.memory_bytes, self.log.clone());
+        state.kv = self.kv.clone().map(|ns| (ns, self.cfg.kv));
+        let mut store = Store::new(&self.sandbox.engine, state);
         store.limiter(|s| &mut s.memory);
         store.set_fuel(self.cfg.init_fuel).expect("fuel is enabled");
         store.set_epoch_deadline(ticks(self.cfg.init_timeout));

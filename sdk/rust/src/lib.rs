@@ -47,6 +47,8 @@
 //!   again), so state is best-effort.
 //! - [`Verdict::next`] means "no opinion": the following plugin decides. Any other
 //!   verdict ends the chain.
+//! - State that must outlive the instance (a reload, a restart, a trap) goes in
+//!   the host's key-value store, [`kv`] (grant `kv`).
 //!
 //! # Testing on the host
 //!
@@ -60,6 +62,7 @@
 mod config;
 mod htlc;
 mod imports;
+pub mod kv;
 pub mod log;
 mod scid;
 mod verdict;
