@@ -1,10 +1,15 @@
-//! Generates the tonic client and server for LND's interceptor stream from `proto/`.
+//! Generates the tonic clients and servers for LND's interceptor stream, HTLC events,
+//! channel calls and block notifications from `proto/`.
 //!
 //! `protox` parses the `.proto` files in pure Rust, so no system `protoc` is needed
 //! and `cargo build` works on a fresh machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/router.proto", "proto/lightning.proto"];
+    let files = [
+        "proto/router.proto",
+        "proto/lightning.proto",
+        "proto/chainnotifier.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -12,6 +12,7 @@ pub mod journal;
 pub mod kv;
 pub mod lnd;
 pub mod mock_lnd;
+pub mod mock_node;
 pub mod reload;
 pub mod scaffold;
 pub mod verdict;

@@ -215,6 +215,7 @@ impl MockLnd {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(opts.require_interceptor)),
             changed: Notify::new(),
+            node: crate::mock_node::MockNode::new(macaroon.clone()),
             macaroon,
         });
         let listen = opts
@@ -245,6 +246,12 @@ impl MockLnd {
     /// The macaroon file clients must send.
     pub fn macaroon_path(&self) -> &Path {
         &self.macaroon_path
+    }
+
+    /// The node side of the mock (channels, height, HTLC events, permissions):
+    /// see `mock_node.rs`.
+    pub fn node(&self) -> &crate::mock_node::MockNode {
+        &self.shared.node
     }
 
     /// Where and how to connect to this mock.
@@ -284,6 +291,7 @@ impl MockLnd {
             .as_ref()
             .map(|k| (k.chan_id, k.htlc_id))
             .expect("mock LND: an intercepted HTLC needs incoming_circuit_key");
+        self.shared.node.offered(&req);
         let offer = {
             let mut state = self.shared.lock();
             state.offer(key, req, on_chain)
@@ -314,6 +322,7 @@ impl MockLnd {
             let mut state = self.shared.lock();
             state.end_stream_by_server("mock LND stopped");
         }
+        self.shared.node.end_streams("mock LND stopped");
         self.shared.changed.notify_waiters();
         if let Some(server) = self.server.take() {
             let _ = server.shutdown.send(());
@@ -366,6 +375,14 @@ impl MockLnd {
     /// Every answer LND accepted, in order.
     pub fn resolutions(&self) -> Vec<Resolution> {
         self.shared.lock().resolutions.clone()
+    }
+
+    /// Every answer LND accepts from now on, as it is accepted (for load tools:
+    /// no copy of the whole history, no polling). Dropping the receiver unsubscribes.
+    pub fn watch_resolutions(&self) -> mpsc::UnboundedReceiver<Resolution> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared.lock().watchers.push(tx);
+        rx
     }
 
     /// How many answers LND accepted.
@@ -534,6 +551,8 @@ struct Shared {
     changed: Notify,
     /// The macaroon bytes written to `admin.macaroon`.
     macaroon: Vec<u8>,
+    /// The node side: Lightning, ChainNotifier, HTLC events (`mock_node.rs`).
+    node: crate::mock_node::MockNode,
 }
 
 impl Shared {
@@ -579,6 +598,8 @@ struct State {
     stream_ends: Vec<StreamEnd>,
     /// HTLCs LND resolved by itself.
     lnd_outcomes: Vec<LndOutcome>,
+    /// Receivers of every accepted answer (see [`MockLnd::watch_resolutions`]).
+    watchers: Vec<mpsc::UnboundedSender<Resolution>>,
 }
 
 /// A response that broke one of LND's rules: the status that ends the stream.
@@ -599,6 +620,7 @@ impl State {
             resolutions: Vec::new(),
             stream_ends: Vec::new(),
             lnd_outcomes: Vec::new(),
+            watchers: Vec::new(),
         }
     }
 
@@ -686,12 +708,16 @@ impl State {
             Ok(key) => {
                 self.held.remove(&key);
                 tracing::trace!(stream_gen = gen, circuit = %circuit(key), action = resp.action, "mock LND: resolved");
-                self.resolutions.push(Resolution {
+                let resolution = Resolution {
                     stream_gen: gen,
                     key,
                     response: resp,
                     at: Instant::now(),
-                });
+                };
+                if !self.watchers.is_empty() {
+                    self.watchers.retain(|w| w.send(resolution.clone()).is_ok());
+                }
+                self.resolutions.push(resolution);
                 Ok(())
             }
             Err(violation) => {
@@ -911,6 +937,15 @@ type RequestStream = Pin<
 impl Router for RouterService {
     type HtlcInterceptorStream = RequestStream;
 
+    type SubscribeHtlcEventsStream = crate::mock_node::HtlcEventStream;
+
+    async fn subscribe_htlc_events(
+        &self,
+        request: Request<crate::lnd::proto::routerrpc::SubscribeHtlcEventsRequest>,
+    ) -> Result<Response<Self::SubscribeHtlcEventsStream>, Status> {
+        self.shared.node.subscribe_htlc_events(&request)
+    }
+
     async fn htlc_interceptor(
         &self,
         request: Request<Streaming<ForwardHtlcInterceptResponse>>,
@@ -1028,6 +1063,8 @@ async fn serve(
         .tls_config(tls)
         .context("mock LND: TLS configuration")?
         .tcp_nodelay(true)
+        .add_service(shared.node.lightning_server())
+        .add_service(shared.node.chain_notifier_server())
         .add_service(RouterServer::new(RouterService { shared }));
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
