@@ -55,6 +55,10 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// The verdict journal.
     pub journal: JournalConfig,
+    /// The observability listener (`[metrics]`).
+    pub metrics: MetricsConfig,
+    /// The decision audit log (`[audit]`); `None` when off (the default).
+    pub audit: Option<crate::audit::AuditConfig>,
     /// The plugins, in chain order.
     pub plugins: Vec<PluginConfig>,
 }
@@ -116,6 +120,15 @@ pub struct JournalConfig {
     /// Size and age bounds (`max_entries`, default 1,000,000; `max_age_days`,
     /// default 14).
     pub retention: crate::journal::Retention,
+}
+
+/// `[metrics]`: the `/metrics` and `/healthz` listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` to serve `/metrics` and `/healthz` on (`listen`; off when
+    /// absent; `--metrics.listen` overrides it). Suggested: `127.0.0.1:10088`.
+    pub listen: Option<String>,
 }
 
 /// `[sandbox]`: settings shared by every plugin (one wasmtime engine).
@@ -237,6 +250,9 @@ struct RawConfig {
     sandbox: RawSandbox,
     #[serde(default)]
     journal: RawJournal,
+    #[serde(default)]
+    metrics: MetricsConfig,
+    audit: Option<RawAudit>,
     #[serde(default, rename = "plugin")]
     plugins: Vec<RawPlugin>,
 }
@@ -255,6 +271,15 @@ struct RawJournal {
     path: Option<PathBuf>,
     max_entries: Option<u64>,
     max_age_days: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<PathBuf>,
+    max_bytes: Option<u64>,
+    keep: Option<u32>,
+    queue: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -363,6 +388,48 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        if let Some(listen) = &raw.metrics.listen {
+            check_listen(listen).map_err(|m| invalid("metrics.listen".into(), m))?;
+        }
+        let audit = match raw.audit {
+            None => None,
+            Some(a) => {
+                let Some(p) = a.path else {
+                    return Err(invalid(
+                        "audit.path".into(),
+                        "[audit] needs `path` (e.g. path = \"htlcgate-audit.jsonl\"); remove [audit] to turn the log off".into(),
+                    ));
+                };
+                let max_bytes = a.max_bytes.unwrap_or(crate::audit::defaults::MAX_BYTES);
+                if max_bytes < 1024 {
+                    return Err(invalid(
+                        "audit.max_bytes".into(),
+                        format!("{max_bytes} is too small; use at least 1024 (a line is ~1 KB)"),
+                    ));
+                }
+                let keep = a.keep.unwrap_or(crate::audit::defaults::KEEP);
+                if keep > 1000 {
+                    return Err(invalid(
+                        "audit.keep".into(),
+                        format!("{keep} is out of range; use 0..=1000 rotated files"),
+                    ));
+                }
+                let queue = a.queue.unwrap_or(crate::audit::defaults::QUEUE);
+                if !(1..=10_000_000).contains(&queue) {
+                    return Err(invalid(
+                        "audit.queue".into(),
+                        format!("{queue} is out of range; use 1..=10000000 lines"),
+                    ));
+                }
+                let p = expand_home(&p);
+                Some(crate::audit::AuditConfig {
+                    path: if p.is_absolute() { p } else { base.join(p) },
+                    max_bytes,
+                    keep,
+                    queue,
+                })
+            }
+        };
         let mut names = HashSet::new();
         let mut plugins = Vec::new();
         for (i, p) in raw.plugins.into_iter().enumerate() {
@@ -567,8 +634,26 @@ impl Config {
                     None
                 },
             },
+            metrics: raw.metrics,
+            audit,
             plugins,
         })
+    }
+}
+
+/// Checks that `addr` looks like `HOST:PORT` (whether it can be bound is only known
+/// when binding).
+pub fn check_listen(addr: &str) -> Result<(), String> {
+    let port = addr
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .map(|(_, port)| port.parse::<u16>());
+    match port {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(format!(
+            "`{addr}` is not HOST:PORT; use e.g. {}",
+            crate::http::SUGGESTED_LISTEN
+        )),
     }
 }
 
@@ -721,6 +806,46 @@ mod tests {
         let text = "[chain]\nbudget_ms = 100\n[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\ntimeout_ms = 200\n";
         let msg = Config::parse(text, &cfg).unwrap_err().to_string();
         assert!(msg.contains("timeout_ms"), "{msg}");
+    }
+
+    #[test]
+    fn metrics_and_audit_are_off_by_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.metrics.listen, None);
+        assert_eq!(c.audit, None);
+    }
+
+    #[test]
+    fn audit_settings_are_read_with_defaults_and_paths_resolved() {
+        let c = parse(
+            "[metrics]\nlisten = \"127.0.0.1:10088\"\n[audit]\npath = \"audit.jsonl\"\nkeep = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("127.0.0.1:10088"));
+        let a = c.audit.unwrap();
+        assert_eq!(a.path, PathBuf::from("/nonexistent/audit.jsonl"));
+        assert_eq!(a.keep, 2);
+        assert_eq!(a.max_bytes, crate::audit::defaults::MAX_BYTES);
+        assert_eq!(a.queue, crate::audit::defaults::QUEUE);
+    }
+
+    #[test]
+    fn bad_metrics_and_audit_values_name_the_key() {
+        for (text, key) in [
+            ("[metrics]\nlisten = \"10088\"\n", "metrics.listen"),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:99999\"\n",
+                "metrics.listen",
+            ),
+            ("[audit]\nmax_bytes = 5000\n", "audit.path"),
+            ("[audit]\npath = \"a\"\nmax_bytes = 10\n", "audit.max_bytes"),
+            ("[audit]\npath = \"a\"\nkeep = 5000\n", "audit.keep"),
+            ("[audit]\npath = \"a\"\nqueue = 0\n", "audit.queue"),
+            ("[audit]\npath = \"a\"\nmax_files = 1\n", "max_files"),
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+        }
     }
 
     #[test]

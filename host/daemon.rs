@@ -2,13 +2,16 @@
 //! until SIGTERM or SIGINT.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::chain::Chain;
 use crate::config::{expand_home, Config};
-use crate::gate::Gate;
+use crate::gate::{Gate, GateOptions};
+use crate::health::Health;
 use crate::journal::Journal;
 use crate::lnd::connect::LndEndpoint;
 use crate::wasm::engine::Sandbox;
@@ -24,6 +27,13 @@ pub struct LndFlags {
     pub macaroonpath: Option<PathBuf>,
     /// `--network`.
     pub network: Option<String>,
+}
+
+/// Command-line flags for observability (flags win over the file).
+#[derive(Clone, Debug, Default)]
+pub struct ObserveFlags {
+    /// `--metrics.listen`: serve `/metrics` and `/healthz` on this `HOST:PORT`.
+    pub metrics_listen: Option<String>,
 }
 
 /// Resolves the LND endpoint from flags, then the config file, then LND's defaults.
@@ -74,21 +84,68 @@ pub fn endpoint(cfg: &Config, flags: &LndFlags) -> anyhow::Result<LndEndpoint> {
 /// Loads the config and the chain (every error before any connection to LND), then
 /// serves the stream until a signal.
 pub async fn run(config_path: PathBuf, flags: LndFlags) -> anyhow::Result<()> {
+    run_with(config_path, flags, ObserveFlags::default()).await
+}
+
+/// As [`run`], with the observability flags.
+pub async fn run_with(
+    config_path: PathBuf,
+    flags: LndFlags,
+    observe: ObserveFlags,
+) -> anyhow::Result<()> {
     let cfg = Config::load(&config_path)?;
     let endpoint = endpoint(&cfg, &flags)?;
+    // The metrics listener first: a port in use is reported before anything else,
+    // and /healthz says "not loaded" while the chain compiles.
+    let health = Arc::new(Health::new());
+    let listen = observe
+        .metrics_listen
+        .or_else(|| cfg.metrics.listen.clone());
+    let metrics = match &listen {
+        Some(addr) => {
+            crate::config::check_listen(addr)
+                .map_err(|m| anyhow::anyhow!("--metrics.listen: {m}"))?;
+            let listener = crate::http::bind(addr).await?;
+            let metrics = Arc::new(crate::metrics::Metrics::new());
+            crate::http::spawn(listener, Some(metrics.clone()), health.clone());
+            Some(metrics)
+        }
+        None => None,
+    };
     // The journal first: plugins' key-value state lives in its file.
     let journal = Journal::open(&cfg.journal.path, cfg.journal.retention)?;
     tracing::info!(path = %cfg.journal.path.display(), entries = journal.len().unwrap_or(0), "verdict journal open");
     let sandbox = Sandbox::new(&cfg.sandbox)
         .context("starting the wasm engine")?
         .with_kv(journal.kv());
-    let chain = Chain::load(&sandbox, &cfg.plugins, cfg.chain.default_verdict.verdict())?;
+    // Compiling may take seconds: let this worker's other tasks (/healthz) move.
+    let chain = tokio::task::block_in_place(|| {
+        Chain::load(&sandbox, &cfg.plugins, cfg.chain.default_verdict.verdict())
+    })?;
     tracing::info!(
         plugins = ?chain.names().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         default = %cfg.chain.default_verdict.verdict(),
         "chain loaded"
     );
-    let gate = Gate::new(chain, cfg.chain.clone(), journal.clone(), None);
+    let audit = match &cfg.audit {
+        Some(a) => {
+            let log = crate::audit::AuditLog::open(a, metrics.clone())?;
+            tracing::info!(path = %a.path.display(), max_bytes = a.max_bytes, keep = a.keep, "decision audit log open");
+            Some(log)
+        }
+        None => None,
+    };
+    let gate = Gate::with_options(
+        chain,
+        cfg.chain.clone(),
+        journal.clone(),
+        GateOptions {
+            observer: None,
+            metrics,
+            health: Some(health),
+            audit: audit.clone(),
+        },
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -116,6 +173,14 @@ pub async fn run(config_path: PathBuf, flags: LndFlags) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     crate::lnd::stream::run(endpoint, gate, stop_rx).await;
+    if let Some(a) = audit {
+        let flushed = tokio::task::spawn_blocking(move || a.flush(Duration::from_secs(5)))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            tracing::warn!("the audit log was not fully written at shutdown");
+        }
+    }
     // Plugin state written since the last verdict (init, late decisions).
     if let Err(e) = journal.sync().await {
         tracing::error!("plugin state not saved at shutdown: {e}");

@@ -18,6 +18,10 @@
 //!
 //! All of this happens under one mutex, so "remove from pending" and "send" are one
 //! step.
+//!
+//! Observers (metrics, the audit log, an event channel) are told about a decision
+//! only after its answer is queued for LND, without waiting on anything: they never
+//! hold an answer back.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,11 +29,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::audit::AuditLog;
 use crate::chain::{Chain, DecidedBy, Decision};
 use crate::circuit::{CircuitKey, Scid};
 use crate::config::ChainConfig;
+use crate::health::Health;
 use crate::journal::Journal;
 use crate::lnd::proto::routerrpc::{ForwardHtlcInterceptRequest, ForwardHtlcInterceptResponse};
+use crate::metrics::{ChainMetrics, Metrics};
 use crate::verdict::Verdict;
 use crate::wasm::input::HtlcInput;
 
@@ -50,6 +57,22 @@ pub struct Live {
     pub chain: Chain,
     /// Default verdict, budget and `on_budget`.
     pub cfg: ChainConfig,
+    /// The chain's per-plugin metric handles (when metrics are on).
+    metrics: Option<Arc<ChainMetrics>>,
+}
+
+/// Who else hears about a gate's decisions besides LND; everything is optional.
+#[derive(Default)]
+pub struct GateOptions {
+    /// Receives every decision (the demo, tests, `replay`).
+    pub observer: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    /// Prometheus metrics.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Health for `/healthz` (a fresh one when absent); the gate marks the chain
+    /// loaded and the stream up or down.
+    pub health: Option<Arc<Health>>,
+    /// The decision audit log.
+    pub audit: Option<AuditLog>,
 }
 
 /// Identifies one connection to LND.
@@ -65,6 +88,8 @@ struct CurrentStream {
     /// Resume and fail answers sent recently, newest last: the candidates when LND
     /// ends the stream because one of them is held on-chain.
     recent: VecDeque<(Instant, CircuitKey)>,
+    /// Whether LND accepted the stream (see [`Gate::stream_accepted`]).
+    accepted: bool,
 }
 
 /// How long after sending an answer LND may still end the stream over it: LND
@@ -104,6 +129,9 @@ pub struct Gate {
     /// Woken whenever an answer is sent (for draining on shutdown).
     answered: Notify,
     observer: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    metrics: Option<Arc<Metrics>>,
+    health: Arc<Health>,
+    audit: Option<AuditLog>,
 }
 
 impl Gate {
@@ -115,6 +143,35 @@ impl Gate {
         journal: Journal,
         observer: Option<mpsc::UnboundedSender<DecisionEvent>>,
     ) -> Arc<Gate> {
+        Gate::with_options(
+            chain,
+            cfg,
+            journal,
+            GateOptions {
+                observer,
+                ..GateOptions::default()
+            },
+        )
+    }
+
+    /// A gate as [`Gate::new`], reporting to the observers in `opts`.
+    pub fn with_options(
+        chain: Chain,
+        cfg: ChainConfig,
+        journal: Journal,
+        opts: GateOptions,
+    ) -> Arc<Gate> {
+        let GateOptions {
+            observer,
+            metrics,
+            health,
+            audit,
+        } = opts;
+        let chain_metrics = metrics
+            .as_ref()
+            .map(|m| Arc::new(m.chain(chain.names(), None)));
+        let health = health.unwrap_or_default();
+        health.set_chain_loaded(true);
         let on_chain = match journal.on_chain_keys() {
             Ok(keys) => keys.into_iter().collect(),
             Err(e) => {
@@ -123,7 +180,11 @@ impl Gate {
             }
         };
         Arc::new(Gate {
-            live: RwLock::new(Arc::new(Live { chain, cfg })),
+            live: RwLock::new(Arc::new(Live {
+                chain,
+                cfg,
+                metrics: chain_metrics,
+            })),
             swaps: std::sync::atomic::AtomicU64::new(0),
             journal,
             state: Mutex::new(State {
@@ -134,6 +195,9 @@ impl Gate {
             }),
             answered: Notify::new(),
             observer,
+            metrics,
+            health,
+            audit,
         })
     }
 
@@ -151,7 +215,16 @@ impl Gate {
     /// on the old chain finish there (they hold it), new HTLCs use the new one. The
     /// old chain's threads stop once its last HTLC is decided.
     pub fn swap(&self, chain: Chain, cfg: ChainConfig) {
-        let live = Arc::new(Live { chain, cfg });
+        // Metric handles are registered before the write lock is taken.
+        let metrics = self.metrics.as_ref().map(|m| {
+            let old = self.live();
+            Arc::new(m.chain(chain.names(), old.metrics.as_deref()))
+        });
+        let live = Arc::new(Live {
+            chain,
+            cfg,
+            metrics,
+        });
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
         self.swaps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -160,6 +233,42 @@ impl Gate {
     /// How many times a new chain was swapped in (reloads).
     pub fn swaps(&self) -> u64 {
         self.swaps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The metrics, when they are collected.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// The health `/healthz` reports.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The audit log, when it is on.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// LND accepted stream `gen` (its response headers came, or the call stayed
+    /// open without an error: LND sends the headers only with the first HTLC).
+    /// Marks the stream up for `/healthz` and the metrics; idempotent.
+    pub fn stream_accepted(&self, gen: StreamGen) {
+        let mut st = self.lock();
+        let Some(cur) = st.current.as_mut().filter(|c| c.gen == gen && !c.accepted) else {
+            return;
+        };
+        cur.accepted = true;
+        drop(st);
+        self.health.set_stream_up(true);
+        if let Some(m) = &self.metrics {
+            m.stream_connected();
+        }
+    }
+
+    /// Why the last connection attempt or stream failed, for `/healthz`.
+    pub fn stream_failed(&self, reason: String) {
+        self.health.set_stream_error(reason);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -182,6 +291,7 @@ impl Gate {
             pending: HashSet::new(),
             last_answered: None,
             recent: VecDeque::new(),
+            accepted: false,
         });
         gen
     }
@@ -194,6 +304,13 @@ impl Gate {
             return ClosedStream::default();
         }
         let cur = st.current.take().expect("checked above");
+        drop(st);
+        if cur.accepted {
+            self.health.set_stream_up(false);
+            if let Some(m) = &self.metrics {
+                m.stream_disconnected();
+            }
+        }
         let now = Instant::now();
         ClosedStream {
             last_answered: cur.last_answered,
@@ -251,6 +368,10 @@ impl Gate {
 
     /// Handles one request from LND on stream `gen`.
     pub fn on_request(self: &Arc<Self>, gen: StreamGen, req: ForwardHtlcInterceptRequest) {
+        let received = Instant::now();
+        if let Some(m) = &self.metrics {
+            m.htlc_seen();
+        }
         let input = match HtlcInput::from_request(req) {
             Ok(i) => i,
             Err(e) => {
@@ -298,15 +419,22 @@ impl Gate {
             tracing::debug!(circuit = %key, verdict = %verdict, "replayed HTLC answered with its journaled verdict");
             drop(st);
             self.answered.notify_waiters();
+            if let Some(m) = &self.metrics {
+                m.replayed(&verdict);
+            }
+            let decision = Decision {
+                verdict,
+                by: DecidedBy::Replay,
+                trace: Vec::new(),
+                elapsed: Duration::ZERO,
+            };
+            if let Some(a) = &self.audit {
+                a.record(Arc::new(input), decision.clone());
+            }
             self.observe(DecisionEvent {
                 key,
                 input: None,
-                decision: Decision {
-                    verdict,
-                    by: DecidedBy::Replay,
-                    trace: Vec::new(),
-                    elapsed: Duration::ZERO,
-                },
+                decision,
             });
             return;
         }
@@ -319,19 +447,32 @@ impl Gate {
         let gate = self.clone();
         let input = Arc::new(input);
         tokio::spawn(async move {
-            let decision = gate.decide(input.clone()).await;
-            gate.complete(input, decision).await;
+            let (decision, live) = gate.decide(input.clone()).await;
+            gate.complete(input, decision, &live, received).await;
         });
     }
 
-    /// Runs the chain under the budget.
-    async fn decide(&self, input: Arc<HtlcInput>) -> Decision {
+    /// Runs the chain under the budget; returns the decision and the chain that
+    /// made it.
+    async fn decide(&self, input: Arc<HtlcInput>) -> (Decision, Arc<Live>) {
         let started = Instant::now();
         let live = self.live();
-        let rx = live.chain.decide(input.clone());
-        match tokio::time::timeout(live.cfg.budget, rx).await {
+        let mut rx = live.chain.decide(input.clone());
+        let decision = match tokio::time::timeout(live.cfg.budget, &mut rx).await {
             Ok(Ok(d)) => d,
             outcome => {
+                if outcome.is_err() {
+                    if let Some(m) = self.metrics.clone() {
+                        // The late result is never sent, but its faults and costs
+                        // are counted when it comes.
+                        let chain_metrics = live.metrics.clone();
+                        tokio::spawn(async move {
+                            if let Ok(late) = rx.await {
+                                m.trace(chain_metrics.as_deref(), &late.trace);
+                            }
+                        });
+                    }
+                }
                 // The chain did not answer in time (or lost the job): LND is holding
                 // the HTLC, so send the configured safe verdict now; the late result
                 // is discarded by the chain. Resume forwards as LND would without an
@@ -351,11 +492,19 @@ impl Gate {
                     elapsed: started.elapsed(),
                 }
             }
-        }
+        };
+        (decision, live)
     }
 
-    /// Journals a decision, then sends it if the current stream waits for the key.
-    async fn complete(&self, input: Arc<HtlcInput>, decision: Decision) {
+    /// Journals a decision, then sends it if the current stream waits for the key;
+    /// then tells the observers.
+    async fn complete(
+        &self,
+        input: Arc<HtlcInput>,
+        decision: Decision,
+        live: &Live,
+        received: Instant,
+    ) {
         let key = input.key;
         if let Err(e) = self
             .journal
@@ -389,11 +538,22 @@ impl Gate {
             us = decision.elapsed.as_micros() as u64,
             "decided"
         );
-        self.observe(DecisionEvent {
-            key,
-            input: Some(input),
-            decision,
-        });
+        if let Some(m) = &self.metrics {
+            m.decided(live.metrics.as_deref(), &decision, received.elapsed());
+        }
+        match (&self.audit, &self.observer) {
+            (Some(a), None) => a.record(input, decision),
+            (audit, _) => {
+                if let Some(a) = audit {
+                    a.record(input.clone(), decision.clone());
+                }
+                self.observe(DecisionEvent {
+                    key,
+                    input: Some(input),
+                    decision,
+                });
+            }
+        }
     }
 
     /// The journal.

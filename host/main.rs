@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use htlcgate::daemon::{self, LndFlags};
+use htlcgate::daemon::{self, LndFlags, ObserveFlags};
 
 /// Policy on LND's HTLC forwarding path: a chain of sandboxed WebAssembly plugins
 /// decides every forwarded HTLC.
@@ -38,6 +38,10 @@ struct RunArgs {
     /// mainnet | testnet | testnet4 | signet | regtest (default mainnet).
     #[arg(long)]
     network: Option<String>,
+    /// Serve Prometheus /metrics and /healthz on HOST:PORT (off by default; e.g.
+    /// 127.0.0.1:10088). Overrides `[metrics] listen`.
+    #[arg(long = "metrics.listen", value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +69,11 @@ enum Command {
     /// Plugin author's tools: `plugin new NAME --lang rust|go|assemblyscript`.
     #[command(subcommand)]
     Plugin(htlcgate::scaffold::PluginCommand),
+    /// Run a config's chain offline over recorded HTLCs (audit log or `corpus`
+    /// output); with --against, show where two configs' verdicts differ.
+    Replay(htlcgate::replay::ReplayArgs),
+    /// Print realistic HTLCs as JSON lines (for replay, benchmarks and tests).
+    Corpus(htlcgate::corpus::CorpusArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,15 +81,24 @@ fn main() -> anyhow::Result<()> {
     // The demo prints its own lines; only warnings (plugin faults) join them.
     let default_filter = match cli.command {
         Some(Command::Demo { .. }) => "warn,htlcgate::mock_lnd=error",
+        // Their output is data on stdout: logs go to stderr, only errors by default
+        // (plugin faults are counted in replay's summary).
+        Some(Command::Replay(_)) | Some(Command::Corpus(_)) => "error",
         _ => "info,h2=warn,tower=warn,hyper=warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    match cli.command {
+        Some(Command::Replay(_)) | Some(Command::Corpus(_)) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .init(),
+        _ => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .init(),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,17 +118,22 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Componentize(args)) => htlcgate::componentize::run(args),
         Some(Command::Check(args)) => htlcgate::check::run(args),
         Some(Command::Plugin(cmd)) => htlcgate::scaffold::run(cmd),
+        Some(Command::Replay(args)) => rt.block_on(htlcgate::replay::run(args)),
+        Some(Command::Corpus(args)) => htlcgate::corpus::run(args),
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    daemon::run(
+    daemon::run_with(
         args.config,
         LndFlags {
             rpcserver: args.rpcserver,
             tlscertpath: args.tlscertpath,
             macaroonpath: args.macaroonpath,
             network: args.network,
+        },
+        ObserveFlags {
+            metrics_listen: args.metrics_listen,
         },
     )
     .await

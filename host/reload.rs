@@ -12,8 +12,8 @@
 //! Watched are the directories holding the config file and the plugin files (not
 //! the files themselves: a rename-over replaces the inode a file watch would hold).
 //! Applied on reload: the plugins (order, added, removed, limits, `on_fault`,
-//! config, grants, sha256) and `[chain]`. `[lnd]`, `[journal]` and `[sandbox]` need a
-//! restart; a change there is logged. A quarantined plugin comes back with a fresh
+//! config, grants, sha256) and `[chain]`. `[lnd]`, `[journal]`, `[sandbox]`,
+//! `[metrics]` and `[audit]` need a restart; a change there is logged. A quarantined plugin comes back with a fresh
 //! instance when the chain is reloaded.
 
 use std::collections::BTreeSet;
@@ -63,16 +63,30 @@ pub async fn reload_now(
     gate: &Gate,
     current: &Config,
 ) -> Result<Config, ReloadError> {
-    let (cfg, chain) = build(path, sandbox).await?;
+    let (cfg, chain) = match build(path, sandbox).await {
+        Ok(built) => built,
+        Err(e) => {
+            if let Some(m) = gate.metrics() {
+                m.reload(false);
+            }
+            return Err(e);
+        }
+    };
     let names: Vec<String> = chain.names().iter().map(|n| n.to_string()).collect();
     gate.swap(chain, cfg.chain.clone());
-    if format!("{:?}{:?}{:?}", cfg.lnd, cfg.journal, cfg.sandbox)
-        != format!(
-            "{:?}{:?}{:?}",
-            current.lnd, current.journal, current.sandbox
-        )
-    {
-        tracing::warn!("[lnd], [journal] or [sandbox] changed: those apply after a restart");
+    if let Some(m) = gate.metrics() {
+        m.reload(true);
+    }
+    if format!(
+        "{:?}{:?}{:?}{:?}{:?}",
+        cfg.lnd, cfg.journal, cfg.sandbox, cfg.metrics, cfg.audit
+    ) != format!(
+        "{:?}{:?}{:?}{:?}{:?}",
+        current.lnd, current.journal, current.sandbox, current.metrics, current.audit
+    ) {
+        tracing::warn!(
+            "[lnd], [journal], [sandbox], [metrics] or [audit] changed: those apply after a restart"
+        );
     }
     tracing::info!(plugins = ?names, "reloaded: new HTLCs go to the new chain");
     Ok(cfg)

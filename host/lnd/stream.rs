@@ -27,6 +27,11 @@ pub enum StreamEnd {
 /// A stream that stayed up this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(10);
 
+/// A stream call still open this long without an error is taken as accepted by
+/// LND: LND refuses an interceptor at once (macaroon, "interceptor already
+/// exists"), but sends the response headers only with the first HTLC.
+pub const ACCEPT_GRACE: Duration = Duration::from_millis(500);
+
 /// Runs until `shutdown` turns true: connects, serves the stream, reconnects with
 /// exponential backoff and jitter (1 s .. 30 s), logging every failure in plain words.
 pub async fn run(endpoint: LndEndpoint, gate: Arc<Gate>, mut shutdown: watch::Receiver<bool>) {
@@ -44,9 +49,11 @@ pub async fn run(endpoint: LndEndpoint, gate: Arc<Gate>, mut shutdown: watch::Re
             }
             Ok(StreamEnd::ClosedByLnd) => {
                 tracing::warn!(addr = %endpoint.rpcserver, "LND closed the interceptor stream; reconnecting");
+                gate.stream_failed(format!("LND at {} closed the stream", endpoint.rpcserver));
             }
             Err(e) => {
                 tracing::warn!(addr = %endpoint.rpcserver, "{e}");
+                gate.stream_failed(e.to_string());
             }
         }
         if started.elapsed() >= HEALTHY {
@@ -76,15 +83,28 @@ pub async fn serve_once(
     // LND may send the response headers only with the first HTLC, so this await can
     // last until then; shutdown still wins.
     let call = client.htlc_interceptor(UnboundedReceiverStream::new(rx));
-    let response = tokio::select! {
-        r = call => r,
-        _ = shutdown.changed() => {
-            gate.close_stream(gen);
-            return Ok(StreamEnd::Shutdown { unanswered: 0 });
+    tokio::pin!(call);
+    let grace = tokio::time::sleep(ACCEPT_GRACE);
+    tokio::pin!(grace);
+    let mut waiting = true;
+    let response = loop {
+        tokio::select! {
+            r = &mut call => break r,
+            _ = &mut grace, if waiting => {
+                waiting = false;
+                gate.stream_accepted(gen);
+            }
+            _ = shutdown.changed() => {
+                gate.close_stream(gen);
+                return Ok(StreamEnd::Shutdown { unanswered: 0 });
+            }
         }
     };
     let mut inbound = match response {
-        Ok(r) => r.into_inner(),
+        Ok(r) => {
+            gate.stream_accepted(gen);
+            r.into_inner()
+        }
         Err(status) => {
             gate.close_stream(gen);
             return Err(classify_status(&status, endpoint));
