@@ -368,10 +368,10 @@ impl Config {
             .journal
             .max_age_days
             .unwrap_or(defaults::JOURNAL_MAX_AGE_DAYS);
-        if max_age_days < 14 {
+        if !(14..=3650).contains(&max_age_days) {
             return Err(invalid(
                 "journal.max_age_days".into(),
-                format!("{max_age_days} is too short; use at least 14 (LND can hold an HTLC for up to 2016 blocks)"),
+                format!("{max_age_days} is out of range; use 14..=3650 (LND can hold an HTLC for up to 2016 blocks, about 14 days)"),
             ));
         }
         let stack = raw
@@ -737,6 +737,23 @@ mod tests {
         assert!(c.plugins.is_empty());
         assert_eq!(c.chain.default_verdict, DefaultVerdict::Resume);
         assert_eq!(c.chain.budget, Duration::from_secs(2));
+    }
+
+    /// Found by fuzzing (fuzz/regressions/config/journal-max-age-overflow.toml):
+    /// days * 86400 overflowed (a panic, or a wrap to 0 s that prunes everything).
+    #[test]
+    fn a_journal_age_too_large_to_count_in_seconds_is_refused() {
+        for days in ["144115188075855872", "18446744073709551615", "3651"] {
+            let e = parse(&format!("[journal]\nmax_age_days = {days}\n")).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("journal.max_age_days"), "{msg}");
+            assert!(msg.contains("14..=3650"), "{msg}");
+        }
+        let c = parse("[journal]\nmax_age_days = 3650\n").unwrap();
+        assert_eq!(
+            c.journal.retention.max_age,
+            Duration::from_secs(3650 * 24 * 3600)
+        );
     }
 
     #[test]
