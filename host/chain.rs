@@ -7,9 +7,17 @@
 //! queue; a plugin that says `next` (or faults with `on_fault = "skip"`) hands it to
 //! the following queue; any verdict ends the chain. When all pass, the configured
 //! default verdict applies. An empty chain gives every HTLC the default.
+//!
+//! Handing a job to another thread costs a wake-up (several microseconds, more than
+//! a plugin call), so a thread that finishes a plugin carries the job on into the
+//! next plugin itself when that plugin is idle (nobody running it, nothing queued
+//! for it) and its own queue is empty. At low load an HTLC thus crosses threads
+//! twice (in and out of the chain) instead of once per plugin; under load the
+//! queues fill and the plugins work as a pipeline. Order is kept: a job runs a
+//! plugin directly only when nothing queued before it is waiting for that plugin.
 
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -73,23 +81,84 @@ pub struct Decision {
     pub elapsed: Duration,
 }
 
+/// One HTLC on its way through the chain.
 struct Job {
+    /// The HTLC.
     input: Arc<HtlcInput>,
+    /// The plugin it is at (or queued for).
     stage: usize,
+    /// When it entered the chain.
     started: Instant,
+    /// What each plugin so far said.
     trace: Vec<Trace>,
+    /// Where the decision goes.
     reply: oneshot::Sender<Decision>,
+    /// The chain (kept alive while a job is in it).
     shared: Arc<Shared>,
 }
 
+/// One plugin of the chain, its queue, and who is running it.
+struct Stage {
+    /// The queue and the busy flag.
+    state: Mutex<StageState>,
+    /// Wakes the stage's worker thread when a job is queued or the stage is freed.
+    work: Condvar,
+    /// The plugin; locked only by the thread that set `busy`.
+    plugin: Mutex<Plugin>,
+}
+
+/// The part of a stage that changes, under its mutex.
+struct StageState {
+    /// Jobs waiting for this plugin, in arrival order.
+    queue: VecDeque<Job>,
+    /// A thread is running this plugin (its worker, or one carrying a job on).
+    busy: bool,
+    /// The chain is gone and no job is left: the worker exits.
+    closed: bool,
+    /// The worker is waiting on `work` (a wake-up is a system call: skip it when
+    /// the worker is running anyway).
+    sleeping: bool,
+}
+
+impl Stage {
+    fn lock(&self) -> MutexGuard<'_, StageState> {
+        // Plugin::decide never panics, so a poisoned lock holds consistent state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the worker if it sleeps; takes the state's guard and releases it.
+    fn wake(&self, st: MutexGuard<'_, StageState>) {
+        let sleeping = st.sleeping;
+        drop(st);
+        if sleeping {
+            self.work.notify_one();
+        }
+    }
+}
+
+/// The chain's stages and default verdict, shared by the chain and its jobs.
 struct Shared {
-    queues: Vec<mpsc::Sender<Job>>,
+    /// The plugins, in order.
+    stages: Vec<Arc<Stage>>,
+    /// The verdict when every plugin passes.
     default: Verdict,
+}
+
+impl Drop for Shared {
+    /// The chain and every job are gone (each job holds this): stop the workers.
+    fn drop(&mut self) {
+        for stage in &self.stages {
+            stage.lock().closed = true;
+            stage.work.notify_all();
+        }
+    }
 }
 
 /// A loaded chain. Dropping it stops its threads once the HTLCs in it are decided.
 pub struct Chain {
+    /// The stages.
     shared: Arc<Shared>,
+    /// The plugins' names, in order.
     names: Vec<Arc<str>>,
 }
 
@@ -111,19 +180,30 @@ impl Chain {
 
     /// Starts a chain over plugins already loaded.
     pub fn from_plugins(plugins: Vec<Plugin>, default: Verdict) -> Chain {
-        let mut queues = Vec::with_capacity(plugins.len());
+        let mut stages = Vec::with_capacity(plugins.len());
         let mut names = Vec::with_capacity(plugins.len());
-        for (stage, plugin) in plugins.into_iter().enumerate() {
-            let (tx, rx) = mpsc::channel::<Job>();
-            queues.push(tx);
+        for (index, plugin) in plugins.into_iter().enumerate() {
             names.push(plugin.name.clone());
+            let thread_name = format!("plugin-{}", plugin.name);
+            let stage = Arc::new(Stage {
+                state: Mutex::new(StageState {
+                    queue: VecDeque::new(),
+                    busy: false,
+                    closed: false,
+                    sleeping: false,
+                }),
+                work: Condvar::new(),
+                plugin: Mutex::new(plugin),
+            });
+            let own = stage.clone();
             std::thread::Builder::new()
-                .name(format!("plugin-{}", plugin.name))
-                .spawn(move || worker(stage, plugin, rx))
+                .name(thread_name)
+                .spawn(move || worker(index, own))
                 .expect("spawning a plugin thread");
+            stages.push(stage);
         }
         Chain {
-            shared: Arc::new(Shared { queues, default }),
+            shared: Arc::new(Shared { stages, default }),
             names,
         }
     }
@@ -133,37 +213,34 @@ impl Chain {
         &self.names
     }
 
-    /// Starts deciding one HTLC; the receiver gets the decision.
+    /// Starts deciding one HTLC; the receiver gets the decision. Never runs a
+    /// plugin on the calling thread (an async task must not block).
     pub fn decide(&self, input: Arc<HtlcInput>) -> oneshot::Receiver<Decision> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             input,
             stage: 0,
             started: Instant::now(),
-            trace: Vec::with_capacity(self.shared.queues.len()),
+            trace: Vec::with_capacity(self.shared.stages.len()),
             reply,
             shared: self.shared.clone(),
         };
-        advance(job);
+        match self.shared.stages.first() {
+            Some(first) => enqueue(first, job),
+            None => {
+                let verdict = job.shared.default.clone();
+                finish(job, verdict, DecidedBy::Default);
+            }
+        }
         rx
     }
 }
 
-/// Hands a job to its stage's queue, or answers with the default after the last.
-fn advance(job: Job) {
-    let shared = job.shared.clone();
-    match shared.queues.get(job.stage) {
-        Some(q) => {
-            // A send fails only if that worker thread is gone (it never exits while
-            // the chain lives); the receiver then sees the reply dropped and the
-            // caller applies its budget verdict.
-            let _ = q.send(job);
-        }
-        None => {
-            let verdict = job.shared.default.clone();
-            finish(job, verdict, DecidedBy::Default);
-        }
-    }
+/// Queues `job` for `stage`'s worker.
+fn enqueue(stage: &Stage, job: Job) {
+    let mut st = stage.lock();
+    st.queue.push_back(job);
+    stage.wake(st);
 }
 
 fn finish(job: Job, verdict: Verdict, by: DecidedBy) {
@@ -178,34 +255,110 @@ fn finish(job: Job, verdict: Verdict, by: DecidedBy) {
     let _ = job.reply.send(decision);
 }
 
-fn worker(stage: usize, mut plugin: Plugin, rx: mpsc::Receiver<Job>) {
-    while let Ok(mut job) = rx.recv() {
-        let (step, cost) = plugin.decide(&job.input);
-        let key = job.input.key;
-        let name = plugin.name.clone();
-        let policy = plugin.cfg.on_fault;
-        let outcome = match &step {
-            Step::Next => None,
-            Step::Verdict(v) => Some((v.clone(), DecidedBy::Plugin(name.clone()))),
-            Step::Fault(fault) => {
-                log_fault(&name, key, fault, policy);
-                on_fault(policy, &name)
+/// The thread of stage `home`: takes its queue's jobs in order and runs them.
+fn worker(home: usize, stage: Arc<Stage>) {
+    loop {
+        let job = {
+            let mut st = stage.lock();
+            loop {
+                if !st.busy {
+                    if let Some(job) = st.queue.pop_front() {
+                        st.busy = true;
+                        break job;
+                    }
+                }
+                if st.closed && st.queue.is_empty() {
+                    return;
+                }
+                st.sleeping = true;
+                st = stage.work.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.sleeping = false;
             }
-            Step::Quarantined => on_fault(policy, &name),
         };
-        job.trace.push(Trace {
-            plugin: name,
-            step,
-            cost,
-        });
-        match outcome {
-            Some((verdict, by)) => finish(job, verdict, by),
-            None => {
-                job.stage = stage + 1;
-                advance(job);
-            }
-        }
+        run(home, job);
     }
+}
+
+/// Runs `job` at its stage (which the caller marked busy for it), then goes on
+/// through the following stages on this thread while each is idle and nothing
+/// waits in the queue of `home` (this thread's own stage); otherwise hands the job
+/// to the next stage's queue.
+///
+/// A stage is freed only after its job is placed at the next stage (queued there,
+/// or that stage marked busy for it): a later job finishing this stage can then
+/// never reach the next one first.
+fn run(home: usize, mut job: Job) {
+    let shared = job.shared.clone();
+    loop {
+        let here = job.stage;
+        let stage = &shared.stages[here];
+        let outcome = {
+            let mut plugin = stage.plugin.lock().unwrap_or_else(|p| p.into_inner());
+            step(&mut plugin, &mut job)
+        };
+        let next = match (outcome, shared.stages.get(here + 1)) {
+            (Some((verdict, by)), _) => {
+                free(stage, here, home);
+                finish(job, verdict, by);
+                return;
+            }
+            (None, None) => {
+                free(stage, here, home);
+                let verdict = shared.default.clone();
+                finish(job, verdict, DecidedBy::Default);
+                return;
+            }
+            (None, Some(next)) => next,
+        };
+        job.stage = here + 1;
+        let home_waiting = !shared.stages[home].lock().queue.is_empty();
+        let mut st = next.lock();
+        if home_waiting || st.busy || !st.queue.is_empty() {
+            st.queue.push_back(job);
+            next.wake(st);
+            free(stage, here, home);
+            return;
+        }
+        // Carry on: this thread now holds the next stage.
+        st.busy = true;
+        drop(st);
+        free(stage, here, home);
+    }
+}
+
+/// Frees stage `here` after this thread ran it. Jobs queued for it meanwhile
+/// are taken by its worker: woken here, unless that worker is this thread
+/// (`home`), which comes back to its queue by itself.
+fn free(stage: &Stage, here: usize, home: usize) {
+    let mut st = stage.lock();
+    st.busy = false;
+    if !st.queue.is_empty() && here != home {
+        stage.wake(st);
+    }
+}
+
+/// Asks the stage's plugin about the job and records the step; returns the
+/// verdict if this step ends the chain.
+fn step(plugin: &mut Plugin, job: &mut Job) -> Option<(Verdict, DecidedBy)> {
+    let (step, cost) = plugin.decide(&job.input);
+    let key = job.input.key;
+    let name = plugin.name.clone();
+    let policy = plugin.cfg.on_fault;
+    let outcome = match &step {
+        Step::Next => None,
+        Step::Verdict(v) => Some((v.clone(), DecidedBy::Plugin(name.clone()))),
+        Step::Fault(fault) => {
+            log_fault(&name, key, fault, policy);
+            on_fault(policy, &name)
+        }
+        Step::Quarantined => on_fault(policy, &name),
+    };
+    job.trace.push(Trace {
+        plugin: name,
+        step,
+        cost,
+    });
+    outcome
 }
 
 /// The verdict a fault gives, by the plugin's `on_fault`. None of these can lose

@@ -1,0 +1,207 @@
+//! After criterion: one Markdown table with every figure of this run (criterion's
+//! median per HTLC), the ratios the issue asks for and whether each target is met.
+
+use std::path::{Path, PathBuf};
+
+/// Where criterion wrote this run's estimates: `$CRITERION_HOME`, else
+/// `$CARGO_TARGET_DIR/criterion`, else `target/criterion` (criterion's own order;
+/// its last fallback asks `cargo metadata`, which says `target/` here).
+pub fn criterion_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("CRITERION_HOME") {
+        return h.into();
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::common::repo().join("target"))
+        .join("criterion")
+}
+
+/// Criterion's median estimate of `group/id` in nanoseconds, if it ran.
+fn median_ns(home: &Path, group: &str, id: &str) -> Option<f64> {
+    let path = home.join(group).join(id).join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn fmt_time(ns: f64) -> String {
+    if ns >= 10_000.0 {
+        format!("{:.1} µs", ns / 1_000.0)
+    } else if ns >= 1_000.0 {
+        format!("{:.2} µs", ns / 1_000.0)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+/// The rows of the table: (benchmark id, what it is).
+const ROWS: &[(&str, &str)] = &[
+    (
+        "native-chain-3",
+        "native Rust: the 3 policies (fee-floor, max-htlc, channel-filter)",
+    ),
+    (
+        "floor-wasmtime",
+        "**floor**: bare wasmtime, empty decide, full record + 1366-B onion",
+    ),
+    (
+        "floor-wasmtime-no-onion",
+        "bare wasmtime, empty decide, record without the onion",
+    ),
+    (
+        "floor-wasmtime-metered",
+        "bare wasmtime + fuel + epoch deadline, onion in the record",
+    ),
+    (
+        "htlcgate-empty",
+        "htlcgate `Plugin`, empty decide (onion behind the import)",
+    ),
+    (
+        "htlcgate-empty-no-onion",
+        "htlcgate `Plugin`, empty decide, HTLC without an onion",
+    ),
+    ("htlcgate-fee-floor", "htlcgate: fee-floor (Rust)"),
+    ("htlcgate-max-htlc", "htlcgate: max-htlc (Rust)"),
+    ("htlcgate-channel-filter", "htlcgate: channel-filter (Rust)"),
+    (
+        "htlcgate-onion-size",
+        "htlcgate: onion-size (Rust, reads the onion)",
+    ),
+    (
+        "htlcgate-as-fee-floor",
+        "htlcgate: as-fee-floor (AssemblyScript)",
+    ),
+    ("htlcgate-go-fee-floor", "htlcgate: go-fee-floor (Go)"),
+    (
+        "htlcgate-chain-3-sequential",
+        "htlcgate: the 3 plugins called in a row on one thread",
+    ),
+    (
+        "htlcgate-chain-3",
+        "htlcgate `Chain` of 3, one HTLC at a time (latency)",
+    ),
+    (
+        "htlcgate-chain-3-x1000",
+        "htlcgate `Chain` of 3, 1,000 in flight (per HTLC)",
+    ),
+    (
+        "pipe-rust-fee-floor",
+        "fee-floor as a child process, JSON over a pipe (Rust child)",
+    ),
+    (
+        "pipe-python-fee-floor",
+        "fee-floor as a child process, JSON over a pipe (python3 child)",
+    ),
+];
+
+/// Prints the table (stdout): the interleaved medians, their ratios to the floor,
+/// and criterion's medians beside them.
+pub fn print(home: &Path, interleaved: &[(&str, f64)]) {
+    let get = |id: &str| interleaved.iter().find(|(i, _)| *i == id).map(|(_, t)| *t);
+    let crit = |id: &str| {
+        if id.starts_with("htlcgate-chain-3-x1000") {
+            median_ns(home, "chain-batch", id).map(|t| t / 1_000.0)
+        } else {
+            median_ns(home, "decide", id)
+        }
+    };
+    let Some(floor) = get("floor-wasmtime") else {
+        println!("decide: the floor was not measured");
+        return;
+    };
+    println!();
+    println!("## Per-HTLC decision cost");
+    println!();
+    println!("Machine: {}", crate::common::machine());
+    println!();
+    println!("Interleaved: every subject timed in turns, {} rounds, median per call; criterion: its median, one benchmark after the other.", crate::ROUNDS);
+    println!();
+    println!("| what | per HTLC (interleaved) | vs floor | criterion |");
+    println!("|---|---:|---:|---:|");
+    for (id, what) in ROWS {
+        let Some(t) = get(id) else { continue };
+        let c = crit(id).map(fmt_time).unwrap_or_else(|| "-".into());
+        println!("| {what} | {} | {:.2}x | {c} |", fmt_time(t), t / floor);
+    }
+    for id in ["input-from-request"] {
+        if let Some(c) = crit(id) {
+            println!(
+                "| LND request -> htlcgate input (once per HTLC) | - | - | {} |",
+                fmt_time(c)
+            );
+        }
+    }
+    println!();
+    println!("Targets:");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    if let Some(e) = get("htlcgate-empty") {
+        let over = e / floor - 1.0;
+        println!(
+            "- htlcgate's own overhead per plugin over the floor (empty decide): {:+.0}% (target <= +20%): {}",
+            over * 100.0,
+            verdict(over <= 0.20)
+        );
+        for (id, what) in [
+            (
+                "floor-wasmtime-no-onion",
+                "a bare call with the same record minus the onion",
+            ),
+            (
+                "floor-wasmtime-metered",
+                "a bare call under fuel + epoch deadline",
+            ),
+        ] {
+            if let Some(t) = get(id) {
+                println!(
+                    "  (for attribution: {:+.0}% over {what})",
+                    (e / t - 1.0) * 100.0
+                );
+            }
+        }
+    }
+    if let (Some(without), Some(e), Some(e0)) = (
+        get("floor-wasmtime-no-onion"),
+        get("htlcgate-empty"),
+        get("htlcgate-empty-no-onion"),
+    ) {
+        // The onion is not in htlcgate's record: an HTLC with one costs the same
+        // as one without (within noise), while a naive host pays for the copy.
+        let naive = floor - without;
+        let ours = e - e0;
+        println!(
+            "- the onion: a naive host pays {} per call to copy it; htlcgate pays {} (with vs without an onion; only a plugin that calls `onion-blob` copies it): {}",
+            fmt_time(naive),
+            fmt_time(ours),
+            verdict(ours < naive / 2.0)
+        );
+    }
+    for (id, label) in [
+        ("htlcgate-chain-3-sequential", "3 plugins in a row"),
+        ("htlcgate-chain-3", "3-plugin chain, one HTLC at a time"),
+        (
+            "htlcgate-chain-3-x1000",
+            "3-plugin chain, 1,000 in flight, per HTLC",
+        ),
+    ] {
+        if let Some(t) = get(id) {
+            println!("- {label}: {:.1} floors (target: near 3)", t / floor);
+        }
+    }
+    for pipe in ["pipe-rust-fee-floor", "pipe-python-fee-floor"] {
+        let Some(p) = get(pipe) else { continue };
+        for (id, label) in [
+            ("htlcgate-chain-3", "the chain of 3 (one at a time)"),
+            ("htlcgate-chain-3-x1000", "the chain of 3 (1,000 in flight)"),
+            ("htlcgate-fee-floor", "the fee-floor plugin"),
+        ] {
+            if let Some(t) = get(id) {
+                println!(
+                    "- {pipe} / {label}: {:.0}x (target >= 50x): {}",
+                    p / t,
+                    verdict(p / t >= 50.0)
+                );
+            }
+        }
+    }
+    println!();
+}

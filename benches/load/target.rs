@@ -1,0 +1,336 @@
+//! The interceptors under load, each a child process connected to the mock LND
+//! over TLS on loopback: the real `htlcgate run` binary, or the Python grpcio
+//! baseline (`benches/python/interceptor.py`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use htlcgate::mock_lnd::{MockLnd, MockOptions};
+
+use crate::common;
+
+/// A running interceptor process.
+pub struct Interceptor {
+    /// What it is, for messages.
+    pub name: String,
+    child: Child,
+    /// Its stderr, for the reason when it dies.
+    log: PathBuf,
+}
+
+impl Interceptor {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The end of its log (for error messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Fails with its log if it exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); its log ends with:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until it has connected to `mock`.
+    pub async fn wait_connected(&mut self, mock: &MockLnd, limit: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if mock.wait_connected(Duration::from_millis(50)).await.is_ok() {
+                return Ok(());
+            }
+            self.check_alive()?;
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{} did not connect to the mock LND within {limit:?}; its log ends with:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Interceptor {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `[[plugin]]` entry of a generated config.
+pub struct PluginEntry {
+    /// Its name.
+    pub name: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// `[plugin.config]` pairs.
+    pub config: Vec<(String, String)>,
+}
+
+impl PluginEntry {
+    /// An entry for `path` named `name` with `config`.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>, config: &[(&str, &str)]) -> Self {
+        PluginEntry {
+            name: name.into(),
+            path: path.into(),
+            config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// How `htlcgate run` is configured.
+pub struct DaemonOptions {
+    /// The chain.
+    pub plugins: Vec<PluginEntry>,
+    /// The compiled-code cache directory; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Where the verdict journal goes.
+    pub journal: PathBuf,
+}
+
+/// The example chain of the end-to-end benchmark: channel-filter, max-htlc,
+/// fee-floor (every benchmark HTLC passes all three, so all three run).
+pub fn example_chain() -> Vec<PluginEntry> {
+    let denied = common::DENIED_CHAN.to_string();
+    vec![
+        PluginEntry::new(
+            "channel-filter",
+            common::plugin_path("channel-filter"),
+            &[("deny_in", &denied)],
+        ),
+        PluginEntry::new(
+            "max-htlc",
+            common::plugin_path("max-htlc"),
+            &[("max_msat", "5000000000")],
+        ),
+        PluginEntry::new(
+            "fee-floor",
+            common::plugin_path("fee-floor"),
+            &[("base_msat", "1000"), ("ppm", "100")],
+        ),
+    ]
+}
+
+fn toml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// Writes `dir/htlcgate.toml` for `opts` and starts `htlcgate run` on it against
+/// `mock`.
+pub fn spawn_htlcgate(
+    dir: &Path,
+    mock: &MockLnd,
+    opts: &DaemonOptions,
+) -> anyhow::Result<Interceptor> {
+    let mut toml = String::new();
+    toml.push_str("[chain]\ndefault_verdict = \"resume\"\n\n[journal]\n");
+    toml.push_str(&format!(
+        "path = {}\n\n[sandbox]\n",
+        toml_str(&opts.journal.to_string_lossy())
+    ));
+    match &opts.cache_dir {
+        Some(d) => toml.push_str(&format!(
+            "cache = true\ncache_dir = {}\n",
+            toml_str(&d.to_string_lossy())
+        )),
+        None => toml.push_str("cache = false\n"),
+    }
+    for p in &opts.plugins {
+        toml.push_str(&format!(
+            "\n[[plugin]]\nname = {}\npath = {}\n",
+            toml_str(&p.name),
+            toml_str(&p.path.to_string_lossy())
+        ));
+        if !p.config.is_empty() {
+            toml.push_str("[plugin.config]\n");
+            for (k, v) in &p.config {
+                toml.push_str(&format!("{k} = {}\n", toml_str(v)));
+            }
+        }
+    }
+    let config = dir.join("htlcgate.toml");
+    std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
+    let log = dir.join("htlcgate.log");
+    let endpoint = mock.endpoint();
+    let child = Command::new(common::htlcgate_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--lnd.rpcserver")
+        .arg(&endpoint.rpcserver)
+        .arg("--lnd.tlscertpath")
+        .arg(&endpoint.tls_cert_path)
+        .arg("--lnd.macaroonpath")
+        .arg(&endpoint.macaroon_path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("starting {}", common::htlcgate_bin().display()))?;
+    Ok(Interceptor {
+        name: "htlcgate".into(),
+        child,
+        log,
+    })
+}
+
+/// The Python baseline's virtualenv (target/bench-venv) with grpcio and
+/// grpcio-tools, created and installed with pip when missing. Returns its python.
+pub fn python_env() -> anyhow::Result<PathBuf> {
+    let venv = common::repo().join("target/bench-venv");
+    let python = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import grpc, grpc_tools"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.exists() && ready(&python) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        eprintln!("load: creating {} (python3 -m venv)", venv.display());
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("python3 not found: the Python baseline needs Python 3 with venv (apt-get install python3 python3-venv)")?;
+        if !status.success() {
+            bail!(
+                "python3 -m venv {} failed: install python3-venv (apt-get install python3-venv)",
+                venv.display()
+            );
+        }
+    }
+    eprintln!(
+        "load: installing grpcio and grpcio-tools into {} (pip)",
+        venv.display()
+    );
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "grpcio", "grpcio-tools"])
+        .status()
+        .with_context(|| {
+            format!(
+                "{} not found: recreate the venv (rm -r {})",
+                venv.join("bin/pip").display(),
+                venv.display()
+            )
+        })?;
+    if !status.success() || !ready(&python) {
+        bail!("pip could not install grpcio and grpcio-tools into {}: check that PyPI is reachable, or install them there by hand", venv.display());
+    }
+    Ok(python)
+}
+
+/// Generates the Python stubs of `proto/` into `dir` with grpcio-tools.
+pub fn python_stubs(python: &Path, dir: &Path) -> anyhow::Result<()> {
+    let proto = common::repo().join("proto");
+    let out = Command::new(python)
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!("-I{}", proto.display()))
+        .arg(format!("--python_out={}", dir.display()))
+        .arg(format!("--grpc_python_out={}", dir.display()))
+        .arg(proto.join("lightning.proto"))
+        .arg(proto.join("router.proto"))
+        .output()
+        .context("running grpc_tools.protoc")?;
+    if !out.status.success() {
+        bail!(
+            "grpc_tools.protoc failed on proto/: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Starts the Python grpcio interceptor against `mock`.
+pub fn spawn_python(
+    python: &Path,
+    stubs: &Path,
+    dir: &Path,
+    mock: &MockLnd,
+) -> anyhow::Result<Interceptor> {
+    let log = dir.join("python.log");
+    let endpoint = mock.endpoint();
+    let child = Command::new(python)
+        .arg(common::repo().join("benches/python/interceptor.py"))
+        .arg("--stubs")
+        .arg(stubs)
+        .arg("--rpcserver")
+        .arg(&endpoint.rpcserver)
+        .arg("--tlscert")
+        .arg(&endpoint.tls_cert_path)
+        .arg("--macaroon")
+        .arg(&endpoint.macaroon_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting the Python interceptor")?;
+    Ok(Interceptor {
+        name: "python grpcio interceptor".into(),
+        child,
+        log,
+    })
+}
+
+/// Starts `htlcgate run` with `plugins` against a fresh mock, waits until it is
+/// connected, and returns the time that took plus the running pieces.
+pub async fn start_daemon(
+    dir: &Path,
+    plugins: Vec<PluginEntry>,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<(Duration, MockLnd, Interceptor)> {
+    std::fs::create_dir_all(dir)?;
+    let mock = MockLnd::start(MockOptions::new(dir.join("lnd"))).await?;
+    let journal = dir.join("htlcgate.journal");
+    let _ = std::fs::remove_file(&journal);
+    let started = Instant::now();
+    let mut proc = spawn_htlcgate(
+        dir,
+        &mock,
+        &DaemonOptions {
+            plugins,
+            cache_dir,
+            journal,
+        },
+    )?;
+    proc.wait_connected(&mock, Duration::from_secs(300)).await?;
+    Ok((started.elapsed(), mock, proc))
+}
