@@ -1008,7 +1008,8 @@ impl Router for RouterService {
 
 /// LND's macaroon check: exactly one `macaroon` metadata value, hex, equal to
 /// the node's macaroon. Errors are plain Go errors (status Unknown) with LND's text.
-fn check_macaroon<T>(request: &Request<T>, macaroon: &[u8]) -> Result<(), Status> {
+/// Every mock service checks it (`mock_node.rs` too).
+pub(crate) fn check_macaroon<T>(request: &Request<T>, macaroon: &[u8]) -> Result<(), Status> {
     let values: Vec<_> = request.metadata().get_all("macaroon").iter().collect();
     if values.len() != 1 {
         return Err(Status::unknown(format!(

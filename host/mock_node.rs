@@ -54,7 +54,7 @@ use crate::lnd::proto::routerrpc::{
     FailureDetail, FinalHtlcEvent, ForwardEvent, ForwardFailEvent, ForwardHtlcInterceptRequest,
     HtlcEvent, HtlcInfo, LinkFailEvent, ResolveHoldForwardAction, SettleEvent, SubscribedEvent,
 };
-use crate::mock_lnd::{sample_preimage, Key, Resolution};
+use crate::mock_lnd::{check_macaroon, sample_preimage, Key, Resolution};
 
 /// Permission of GetInfo.
 pub const INFO_READ: &str = "info:read";
@@ -807,27 +807,6 @@ pub fn sample_channel(scid: u64) -> Channel {
         peer_alias: String::new(),
         peer_scid_alias: 0,
     }
-}
-
-/// LND's macaroon check (the same rules and messages as the interceptor's in
-/// `mock_lnd.rs`): one `macaroon` metadata value, hex, equal to the node's.
-fn check_macaroon<T>(request: &Request<T>, macaroon: &[u8]) -> Result<(), Status> {
-    let values: Vec<_> = request.metadata().get_all("macaroon").iter().collect();
-    if values.len() != 1 {
-        return Err(Status::unknown(format!(
-            "expected 1 macaroon, got {}",
-            values.len()
-        )));
-    }
-    let bytes = values[0]
-        .to_str()
-        .ok()
-        .and_then(|t| hex::decode(t).ok())
-        .ok_or_else(|| Status::unknown("encoding/hex: invalid byte"))?;
-    if bytes != macaroon {
-        return Err(Status::unknown(crate::mock_lnd::MSG_MACAROON_MISMATCH));
-    }
-    Ok(())
 }
 
 /// The mock's `lnrpc.Lightning` service.

@@ -133,7 +133,7 @@ impl tonic::service::Interceptor for MacaroonInterceptor {
 
 /// A `routerrpc.Router` client on a pinned-TLS channel that sends the macaroon
 /// with every call.
-pub type InterceptorClient = RouterClient<InterceptedService<Channel, MacaroonInterceptor>>;
+pub type InterceptorClient = RouterClient<LndTransport>;
 
 /// Why htlcgate could not reach LND's interceptor stream, or why it ended. Every
 /// message names what failed and what to do about it.
@@ -267,6 +267,16 @@ impl ConnectError {
 /// a wrong certificate are reported at once); the macaroon is checked by LND on
 /// the first call, whose error should go through [`classify_status`].
 pub async fn connect(ep: &LndEndpoint) -> Result<InterceptorClient, ConnectError> {
+    Ok(RouterClient::new(connect_transport(ep).await?))
+}
+
+/// The pinned-TLS channel to LND that sends the macaroon with every call: the
+/// transport of every LND client htlcgate uses (router, lightning, chain notifier).
+pub type LndTransport = InterceptedService<Channel, MacaroonInterceptor>;
+
+/// Opens the transport behind [`connect`], for any LND client (same timeouts,
+/// keepalive, pinning and errors).
+pub async fn connect_transport(ep: &LndEndpoint) -> Result<LndTransport, ConnectError> {
     let pinned = load_pinned_certs(&ep.tls_cert_path)?;
     let interceptor = load_macaroon(&ep.macaroon_path)?;
     let (host, port) = split_host_port(&ep.rpcserver)?;
@@ -304,7 +314,7 @@ pub async fn connect(ep: &LndEndpoint) -> Result<InterceptorClient, ConnectError
         .map_err(|e| classify_transport_error(&e, ep))?;
     tracing::info!(addr = %ep.rpcserver, "TLS connection to LND established (certificate pinned)");
 
-    Ok(RouterClient::with_interceptor(channel, interceptor))
+    Ok(InterceptedService::new(channel, interceptor))
 }
 
 /// Maps an error status from a call on LND's router (usually the
