@@ -739,6 +739,33 @@ mod tests {
         assert_eq!(c.chain.budget, Duration::from_secs(2));
     }
 
+    #[test]
+    fn kv_limits_out_of_range_are_named_with_their_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("p.wasm");
+        std::fs::write(&wasm, b"").unwrap();
+        let cfg = dir.path().join("htlcgate.toml");
+        for (key, value, range) in [
+            ("kv_max_key_bytes", "0", "1..=65536"),
+            ("kv_max_value_bytes", "2000000", "1..=1048576"),
+            ("kv_max_keys", "0", "1..=1000000"),
+        ] {
+            let text = format!(
+                "[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\ngrants = [\"kv\"]\n{key} = {value}\n"
+            );
+            let msg = Config::parse(&text, &cfg).unwrap_err().to_string();
+            assert!(msg.contains(&format!("plugin[0] (p).{key}")), "{msg}");
+            assert!(msg.contains(range), "{msg}");
+        }
+        let ok = "[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\nkv_max_keys = 5\n";
+        let c = Config::parse(ok, &cfg).unwrap();
+        assert_eq!(c.plugins[0].kv.max_keys, 5);
+        assert_eq!(
+            c.plugins[0].kv.max_value_bytes,
+            defaults::KV_MAX_VALUE_BYTES
+        );
+    }
+
     /// Found by fuzzing (fuzz/regressions/config/journal-max-age-overflow.toml):
     /// days * 86400 overflowed (a panic, or a wrap to 0 s that prunes everything).
     #[test]
