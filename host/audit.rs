@@ -127,6 +127,7 @@ pub fn decided_by(by: &DecidedBy) -> (String, &'static str) {
         DecidedBy::Default => ("default".into(), "default"),
         DecidedBy::Budget => ("budget".into(), "budget"),
         DecidedBy::Replay => ("replay".into(), "replay"),
+        DecidedBy::HoldExpiry(p) => (p.to_string(), "on_hold_expiry"),
     }
 }
 
@@ -137,6 +138,7 @@ pub fn step_words(step: &Step) -> (String, Option<String>) {
         Step::Verdict(v) => (v.kind().into(), None),
         Step::Fault(f) => ("fault".into(), Some(f.reason().into())),
         Step::Quarantined => ("quarantined".into(), None),
+        Step::Hold(after) => (format!("hold {} ms", after.as_millis()), None),
     }
 }
 
@@ -520,6 +522,7 @@ mod tests {
 
     fn decision() -> Decision {
         Decision {
+            hold: None,
             verdict: Verdict::Fail(FailCode::TemporaryChannelFailure),
             by: DecidedBy::Plugin(Arc::from("fee-floor")),
             trace: vec![

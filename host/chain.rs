@@ -15,6 +15,12 @@
 //! twice (in and out of the chain) instead of once per plugin; under load the
 //! queues fill and the plugins work as a pipeline. Order is kept: a job runs a
 //! plugin directly only when nothing queued before it is waiting for that plugin.
+//!
+//! A plugin may answer `hold`: the chain then ends with a [`HoldRequest`] (the gate
+//! keeps the HTLC held at LND and calls [`Chain::decide_at`] again later, from the
+//! holding plugin). Outcomes of forwards ([`Chain::outcome`]) go into a second queue
+//! of every plugin that exports `outcome`, served by the same thread, so a plugin
+//! sees its `decide` and `outcome` calls one at a time.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -24,6 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{OnFault, PluginConfig};
 use crate::verdict::{FailCode, Verdict};
+use crate::wasm::bindings::HtlcOutcome;
 use crate::wasm::engine::Sandbox;
 use crate::wasm::fault::PluginFault;
 use crate::wasm::input::HtlcInput;
@@ -43,6 +50,9 @@ pub enum DecidedBy {
     Budget,
     /// Replayed from the verdict cache: the key was decided before.
     Replay,
+    /// A plugin held the HTLC until the hold cap (or the margin before
+    /// `auto_fail_height`): its `on_hold_expiry`.
+    HoldExpiry(Arc<str>),
 }
 
 impl std::fmt::Display for DecidedBy {
@@ -53,6 +63,7 @@ impl std::fmt::Display for DecidedBy {
             DecidedBy::Default => write!(f, "default"),
             DecidedBy::Budget => write!(f, "budget"),
             DecidedBy::Replay => write!(f, "replay"),
+            DecidedBy::HoldExpiry(p) => write!(f, "{p} (on_hold_expiry)"),
         }
     }
 }
@@ -68,11 +79,25 @@ pub struct Trace {
     pub cost: Cost,
 }
 
+/// A plugin asked to hold the HTLC and be asked again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRequest {
+    /// The holding plugin's position in the chain: the next attempt starts there.
+    pub stage: usize,
+    /// The holding plugin.
+    pub plugin: Arc<str>,
+    /// Ask again after this long.
+    pub after: Duration,
+}
+
 /// The chain's answer for one HTLC.
 #[derive(Clone, Debug)]
 pub struct Decision {
-    /// The verdict to send.
+    /// The verdict to send. With a [`Decision::hold`] it is the holding plugin's
+    /// `on_hold_expiry` verdict: what is sent if the hold cannot go on.
     pub verdict: Verdict,
+    /// Set when a plugin answered `hold`: keep the HTLC held and ask again.
+    pub hold: Option<HoldRequest>,
     /// Who chose it.
     pub by: DecidedBy,
     /// Each plugin's step, in order.
@@ -105,12 +130,17 @@ struct Stage {
     work: Condvar,
     /// The plugin; locked only by the thread that set `busy`.
     plugin: Mutex<Plugin>,
+    /// The plugin exports `outcome`.
+    wants_outcomes: bool,
 }
 
 /// The part of a stage that changes, under its mutex.
 struct StageState {
     /// Jobs waiting for this plugin, in arrival order.
     queue: VecDeque<Job>,
+    /// Outcomes waiting for this plugin's `outcome`, oldest first (bounded by
+    /// [`OUTCOME_QUEUE`]).
+    outcomes: VecDeque<Arc<HtlcOutcome>>,
     /// A thread is running this plugin (its worker, or one carrying a job on).
     busy: bool,
     /// The chain is gone and no job is left: the worker exits.
@@ -135,6 +165,10 @@ impl Stage {
         }
     }
 }
+
+/// Most outcomes queued per plugin; beyond it the oldest is dropped (and
+/// counted): a slow `outcome` never grows memory without bound.
+pub const OUTCOME_QUEUE: usize = 10_000;
 
 /// The chain's stages and default verdict, shared by the chain and its jobs.
 struct Shared {
@@ -185,15 +219,18 @@ impl Chain {
         for (index, plugin) in plugins.into_iter().enumerate() {
             names.push(plugin.name.clone());
             let thread_name = format!("plugin-{}", plugin.name);
+            let wants_outcomes = plugin.exports_outcome();
             let stage = Arc::new(Stage {
                 state: Mutex::new(StageState {
                     queue: VecDeque::new(),
+                    outcomes: VecDeque::new(),
                     busy: false,
                     closed: false,
                     sleeping: false,
                 }),
                 work: Condvar::new(),
                 plugin: Mutex::new(plugin),
+                wants_outcomes,
             });
             let own = stage.clone();
             std::thread::Builder::new()
@@ -216,23 +253,52 @@ impl Chain {
     /// Starts deciding one HTLC; the receiver gets the decision. Never runs a
     /// plugin on the calling thread (an async task must not block).
     pub fn decide(&self, input: Arc<HtlcInput>) -> oneshot::Receiver<Decision> {
+        self.decide_at(input, 0)
+    }
+
+    /// As [`Chain::decide`], starting at plugin `stage` (after a hold by that
+    /// plugin: the plugins before it are not asked again). A stage past the end
+    /// gives the default verdict.
+    pub fn decide_at(&self, input: Arc<HtlcInput>, stage: usize) -> oneshot::Receiver<Decision> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             input,
-            stage: 0,
+            stage,
             started: Instant::now(),
             trace: Vec::with_capacity(self.shared.stages.len()),
             reply,
             shared: self.shared.clone(),
         };
-        match self.shared.stages.first() {
+        match self.shared.stages.get(stage) {
             Some(first) => enqueue(first, job),
             None => {
                 let verdict = job.shared.default.clone();
-                finish(job, verdict, DecidedBy::Default);
+                finish(job, verdict, DecidedBy::Default, None);
             }
         }
         rx
+    }
+
+    /// Whether any plugin of the chain exports `outcome`.
+    pub fn wants_outcomes(&self) -> bool {
+        self.shared.stages.iter().any(|s| s.wants_outcomes)
+    }
+
+    /// Hands an outcome to every plugin that exports `outcome`, on its own thread
+    /// after what is queued for it. Never blocks on a plugin. Returns how many
+    /// older outcomes were dropped because a plugin's queue was full.
+    pub fn outcome(&self, outcome: Arc<HtlcOutcome>) -> usize {
+        let mut dropped = 0;
+        for stage in self.shared.stages.iter().filter(|s| s.wants_outcomes) {
+            let mut st = stage.lock();
+            if st.outcomes.len() >= OUTCOME_QUEUE {
+                st.outcomes.pop_front();
+                dropped += 1;
+            }
+            st.outcomes.push_back(outcome.clone());
+            stage.wake(st);
+        }
+        dropped
     }
 }
 
@@ -243,9 +309,10 @@ fn enqueue(stage: &Stage, job: Job) {
     stage.wake(st);
 }
 
-fn finish(job: Job, verdict: Verdict, by: DecidedBy) {
+fn finish(job: Job, verdict: Verdict, by: DecidedBy, hold: Option<HoldRequest>) {
     let decision = Decision {
         verdict,
+        hold,
         by,
         trace: job.trace,
         elapsed: job.started.elapsed(),
@@ -255,19 +322,32 @@ fn finish(job: Job, verdict: Verdict, by: DecidedBy) {
     let _ = job.reply.send(decision);
 }
 
-/// The thread of stage `home`: takes its queue's jobs in order and runs them.
+/// What a stage's worker takes next.
+enum Work {
+    /// Decide an HTLC.
+    Decide(Job),
+    /// Tell the plugin an outcome.
+    Outcome(Arc<HtlcOutcome>),
+}
+
+/// The thread of stage `home`: takes its queue's jobs in order and runs them;
+/// outcomes first (they free what plugins hold for in-flight HTLCs).
 fn worker(home: usize, stage: Arc<Stage>) {
     loop {
-        let job = {
+        let work = {
             let mut st = stage.lock();
             loop {
                 if !st.busy {
+                    if let Some(o) = st.outcomes.pop_front() {
+                        st.busy = true;
+                        break Work::Outcome(o);
+                    }
                     if let Some(job) = st.queue.pop_front() {
                         st.busy = true;
-                        break job;
+                        break Work::Decide(job);
                     }
                 }
-                if st.closed && st.queue.is_empty() {
+                if st.closed && st.queue.is_empty() && st.outcomes.is_empty() {
                     return;
                 }
                 st.sleeping = true;
@@ -275,7 +355,33 @@ fn worker(home: usize, stage: Arc<Stage>) {
                 st.sleeping = false;
             }
         };
-        run(home, job);
+        match work {
+            Work::Decide(job) => run(home, job),
+            Work::Outcome(o) => {
+                {
+                    let mut plugin = stage.plugin.lock().unwrap_or_else(|p| p.into_inner());
+                    tell_outcome(&mut plugin, &o);
+                }
+                free(&stage, home, home);
+            }
+        }
+    }
+}
+
+/// Calls the plugin's `outcome`; a fault is logged, never affects a verdict.
+fn tell_outcome(plugin: &mut Plugin, o: &HtlcOutcome) {
+    let (result, _cost) = plugin.outcome(o);
+    if let Err(fault) = result {
+        let key = crate::circuit::CircuitKey {
+            chan_id: o.incoming_circuit_key.chan_id,
+            htlc_id: o.incoming_circuit_key.htlc_id,
+        };
+        tracing::warn!(
+            plugin = &*plugin.name,
+            circuit = %key,
+            reason = fault.reason(),
+            "plugin fault in outcome (no verdict is affected): {fault}"
+        );
     }
 }
 
@@ -297,21 +403,24 @@ fn run(home: usize, mut job: Job) {
             step(&mut plugin, &mut job)
         };
         let next = match (outcome, shared.stages.get(here + 1)) {
-            (Some((verdict, by)), _) => {
+            (Some((verdict, by, hold)), _) => {
                 free(stage, here, home);
-                finish(job, verdict, by);
+                finish(job, verdict, by, hold);
                 return;
             }
             (None, None) => {
                 free(stage, here, home);
                 let verdict = shared.default.clone();
-                finish(job, verdict, DecidedBy::Default);
+                finish(job, verdict, DecidedBy::Default, None);
                 return;
             }
             (None, Some(next)) => next,
         };
         job.stage = here + 1;
-        let home_waiting = !shared.stages[home].lock().queue.is_empty();
+        let home_waiting = {
+            let h = shared.stages[home].lock();
+            !h.queue.is_empty() || !h.outcomes.is_empty()
+        };
         let mut st = next.lock();
         if home_waiting || st.busy || !st.queue.is_empty() {
             st.queue.push_back(job);
@@ -332,26 +441,40 @@ fn run(home: usize, mut job: Job) {
 fn free(stage: &Stage, here: usize, home: usize) {
     let mut st = stage.lock();
     st.busy = false;
-    if !st.queue.is_empty() && here != home {
+    if (!st.queue.is_empty() || !st.outcomes.is_empty()) && here != home {
         stage.wake(st);
     }
 }
 
+/// What ends the chain at one step: the verdict, who chose it, and a hold.
+type Ending = (Verdict, DecidedBy, Option<HoldRequest>);
+
 /// Asks the stage's plugin about the job and records the step; returns the
 /// verdict if this step ends the chain.
-fn step(plugin: &mut Plugin, job: &mut Job) -> Option<(Verdict, DecidedBy)> {
+fn step(plugin: &mut Plugin, job: &mut Job) -> Option<Ending> {
     let (step, cost) = plugin.decide(&job.input);
     let key = job.input.key;
     let name = plugin.name.clone();
     let policy = plugin.cfg.on_fault;
     let outcome = match &step {
         Step::Next => None,
-        Step::Verdict(v) => Some((v.clone(), DecidedBy::Plugin(name.clone()))),
+        Step::Verdict(v) => Some((v.clone(), DecidedBy::Plugin(name.clone()), None)),
+        // The verdict carried with a hold is the plugin's on_hold_expiry (fail or
+        // resume): whoever sends it instead of holding cannot lose money.
+        Step::Hold(after) => Some((
+            plugin.cfg.on_hold_expiry.verdict(),
+            DecidedBy::Plugin(name.clone()),
+            Some(HoldRequest {
+                stage: job.stage,
+                plugin: name.clone(),
+                after: *after,
+            }),
+        )),
         Step::Fault(fault) => {
             log_fault(&name, key, fault, policy);
-            on_fault(policy, &name)
+            on_fault(policy, &name).map(|(v, by)| (v, by, None))
         }
-        Step::Quarantined => on_fault(policy, &name),
+        Step::Quarantined => on_fault(policy, &name).map(|(v, by)| (v, by, None)),
     };
     job.trace.push(Trace {
         plugin: name,

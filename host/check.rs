@@ -39,6 +39,10 @@ pub struct CheckArgs {
     /// Fuel per decide call (as `fuel` in [[plugin]]).
     #[arg(long, default_value_t = crate::config::defaults::FUEL)]
     pub fuel: u64,
+    /// A capability to grant, as in `grants` (repeatable): --grant kv --grant node.
+    /// `kv` is an in-memory namespace here; `node` answers no channel (no LND).
+    #[arg(long = "grant", value_name = "CAPABILITY")]
+    pub grants: Vec<String>,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -203,6 +207,7 @@ pub fn describe(step: &Step) -> String {
         Step::Verdict(v) => v.to_string(),
         Step::Fault(f) => format!("FAULT: {f}"),
         Step::Quarantined => "quarantined (not called)".into(),
+        Step::Hold(after) => format!("hold {} ms", after.as_millis()),
     }
 }
 
@@ -259,12 +264,41 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     cfg.config = args.config.clone();
     cfg.config.sort();
     cfg.fuel = args.fuel;
+    for g in &args.grants {
+        if crate::wasm::grants::capability(g).is_none() {
+            anyhow::bail!(
+                "--grant {g}: unknown capability; known: {}",
+                crate::wasm::grants::CAPABILITIES
+                    .iter()
+                    .map(|c| c.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    cfg.grants = args.grants.clone();
     let sandbox = Sandbox::new(&SandboxConfig::default())?;
     let started = Instant::now();
-    let mut plugin = Plugin::from_bytes(&sandbox, cfg, &bytes)?;
+    let mut plugin = Plugin::from_bytes(&sandbox, cfg, &bytes).map_err(|e| match &e {
+        crate::wasm::plugin::LoadError::NotGranted { grant, .. } => {
+            anyhow::anyhow!(
+                "{e}\n(here: htlcgate check {} --grant {grant})",
+                args.file.display()
+            )
+        }
+        _ => e.into(),
+    })?;
     println!(
-        "world: fits {} (linked, instantiated)",
-        crate::componentize::WORLD_NAME
+        "world: fits htlcgate:plugin@{} `decider` (linked, instantiated)",
+        plugin.world_version()
+    );
+    println!(
+        "outcome: {}",
+        if plugin.exports_outcome() {
+            "exported (told what happened to each forward)"
+        } else {
+            "not exported (optional; not told outcomes)"
+        }
     );
     let shown: Vec<String> = args
         .config

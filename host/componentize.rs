@@ -1,7 +1,8 @@
 //! `htlcgate componentize`: turns a core WebAssembly module (built by Go or
 //! AssemblyScript with the SDK's glue) into a component of the
-//! `htlcgate:plugin@0.1.0` `decider` world, so plugin authors need no tool
-//! besides their compiler and htlcgate.
+//! `htlcgate:plugin@0.2.0` `decider` world, so plugin authors need no tool
+//! besides their compiler and htlcgate. (htlcgate still loads components built
+//! for 0.1.0; new ones are built for the current world.)
 //!
 //! The world (`wit/plugin.wit`) and the WASI preview-1 reactor adapter are
 //! compiled into the binary. Before handing the module to `wit-component`, its
@@ -13,14 +14,32 @@
 //!
 //! | core name                | signature                       |
 //! |--------------------------|---------------------------------|
-//! | export `decide`          | `(i32) -> i32` (record pointer, return area) |
+//! | export `decide`          | `(i32) -> i32` (pointer to the 104-byte `htlc` record, return area) |
 //! | export `init`            | `(i32, i32) -> i32` (list, return area) |
 //! | export `cabi_realloc`    | `(i32, i32, i32, i32) -> i32`   |
 //! | export `memory`          | the linear memory               |
 //! | export `cabi_post_decide`, `cabi_post_init` | `(i32)`, optional |
+//! | export `outcome`         | 16 flat values, optional (below) |
 //! | import `$root` `log`     | `(i32, i32, i32)`               |
 //! | import `$root` `now-unix-ms` | `() -> i64`                 |
 //! | import `$root` `onion-blob`  | `(i32)` (return area)       |
+//! | import `$root` `kv-get`  | `(i32, i32, i32)` (key, return area) |
+//! | import `$root` `kv-set`  | `(i32, i32, i32, i32, i32)` (key, value, return area) |
+//! | import `$root` `kv-delete` | `(i32, i32, i32)` (key, return area) |
+//! | import `$root` `channel` | `(i64, i32)` (chan-id, return area) |
+//! | import `$root` `block-height` | `(i32)` (return area)      |
+//!
+//! `outcome(htlc-outcome)` flattens to exactly 16 values (MAX_FLAT_PARAMS), so
+//! it is passed flat, not through a pointer: `(i64 i64 | i32 i64 i64 | i32 i64
+//! i64 i32 i32 i32 i64 i64 i32 i32 | i64)` = incoming key, option<outgoing key>,
+//! `outcome-kind` (discriminant and the joined payloads of its cases),
+//! `at-unix-ms`. It has no result, hence no `cabi_post_outcome`.
+//!
+//! `outcome` is optional: a module that does not export it is componentized
+//! against the world without that export (removed from the resolved world
+//! before `wit-component` runs), and htlcgate never calls it. The signatures
+//! above are checked against `wit-parser`'s own lowering of `wit/plugin.wit` by
+//! this module's tests.
 //!
 //! Imports from `wasi_snapshot_preview1` (the Go runtime's) are served by the
 //! embedded reactor adapter, which turns them into WASI preview 2 imports; a
@@ -34,7 +53,7 @@ use wasi_preview1_component_adapter_provider::{
 };
 use wasmparser::{ExternalKind, FuncType, Parser, Payload, TypeRef, ValType, Validator};
 use wit_component::{ComponentEncoder, StringEncoding};
-use wit_parser::Resolve;
+use wit_parser::{Resolve, WorldKey};
 
 pub mod adapter_arena;
 
@@ -42,7 +61,11 @@ pub mod adapter_arena;
 pub const WORLD_WIT: &str = include_str!("../wit/plugin.wit");
 
 /// The world every plugin implements.
-pub const WORLD_NAME: &str = "htlcgate:plugin@0.1.0 `decider`";
+pub const WORLD_NAME: &str = "htlcgate:plugin@0.2.0 `decider`";
+
+/// The world's optional export: a module without it becomes a component
+/// without it.
+const OUTCOME: &str = "outcome";
 
 /// Module name of the world-level imports in a core module.
 const ROOT: &str = "$root";
@@ -180,18 +203,65 @@ const REQUIRED_EXPORTS: &[RequiredExport] = &[
     },
 ];
 
-/// Optional exports with their signatures.
-const OPTIONAL_EXPORTS: &[(&str, &[ValType], &[ValType])] = &[
-    ("cabi_post_decide", &[ValType::I32], &[]),
-    ("cabi_post_init", &[ValType::I32], &[]),
-    ("_initialize", &[], &[]),
+/// `outcome(htlc-outcome)` lowered: 16 flat values (see the module docs).
+const OUTCOME_PARAMS: &[ValType] = &[
+    // incoming-circuit-key
+    ValType::I64,
+    ValType::I64,
+    // outgoing-circuit-key: option discriminant, chan-id, htlc-id
+    ValType::I32,
+    ValType::I64,
+    ValType::I64,
+    // kind: discriminant, then the cases' payloads joined slot by slot
+    ValType::I32,
+    ValType::I64,
+    ValType::I64,
+    ValType::I32,
+    ValType::I32,
+    ValType::I32,
+    ValType::I64,
+    ValType::I64,
+    ValType::I32,
+    ValType::I32,
+    // at-unix-ms
+    ValType::I64,
 ];
+
+/// Optional exports with their signatures and how to get them right.
+const OPTIONAL_EXPORTS: &[(&str, &[ValType], &[ValType], &str)] = &[
+    ("cabi_post_decide", &[ValType::I32], &[], GLUE_UNCHANGED),
+    ("cabi_post_init", &[ValType::I32], &[], GLUE_UNCHANGED),
+    ("_initialize", &[], &[], "it is the Go runtime's start (-buildmode=c-shared); do not export a function of your own under that name"),
+    (OUTCOME, OUTCOME_PARAMS, &[], "export the SDK's `outcome` unchanged (Go: import _ \"htlcgate.dev/sdk/go/outcome\"; AssemblyScript: `export * from \"htlcgate-sdk/assembly/outcome-glue\"`), or no `outcome` at all"),
+];
+
+/// The fix for an SDK export with the wrong signature.
+const GLUE_UNCHANGED: &str = "it must be the SDK glue's export, unchanged";
 
 /// The world's imports as core functions: name, params, results.
 const ROOT_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ("log", &[ValType::I32, ValType::I32, ValType::I32], &[]),
     ("now-unix-ms", &[], &[ValType::I64]),
     ("onion-blob", &[ValType::I32], &[]),
+    ("kv-get", &[ValType::I32, ValType::I32, ValType::I32], &[]),
+    (
+        "kv-set",
+        &[
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+        ],
+        &[],
+    ),
+    (
+        "kv-delete",
+        &[ValType::I32, ValType::I32, ValType::I32],
+        &[],
+    ),
+    ("channel", &[ValType::I64, ValType::I32], &[]),
+    ("block-height", &[ValType::I32], &[]),
 ];
 
 fn signature(params: &[ValType], results: &[ValType]) -> String {
@@ -325,7 +395,7 @@ fn check_against_world(
                     name: required.name.into(),
                     found: e.ty.clone(),
                     expected,
-                    fix: "it must be the SDK glue's export, unchanged".into(),
+                    fix: GLUE_UNCHANGED.into(),
                 })
             }
             Some(_) => {}
@@ -343,7 +413,7 @@ fn check_against_world(
             })
         }
     }
-    for (name, params, results) in OPTIONAL_EXPORTS {
+    for (name, params, results, fix) in OPTIONAL_EXPORTS {
         let expected = signature(params, results);
         if let Some(e) = export(name) {
             if e.ty != expected {
@@ -351,7 +421,7 @@ fn check_against_world(
                     name: (*name).into(),
                     found: e.ty.clone(),
                     expected,
-                    fix: "it must be the SDK glue's export, unchanged".into(),
+                    fix: (*fix).into(),
                 });
             }
         }
@@ -400,6 +470,15 @@ pub fn componentize(core: &[u8]) -> Result<Componentized, ComponentizeError> {
     let world = resolve
         .select_world(&[package], Some("decider"))
         .map_err(encode_err)?;
+    if !exports.iter().any(|e| e.name == OUTCOME) {
+        // The module is not told about outcomes: build the component against
+        // the world without the optional export (wit-component would otherwise
+        // ask for it).
+        let removed = resolve.worlds[world]
+            .exports
+            .shift_remove(&WorldKey::Name(OUTCOME.into()));
+        debug_assert!(removed.is_some(), "the world has no `{OUTCOME}` export");
+    }
     let mut module = core.to_vec();
     if uses_wasi {
         // A Go SDK module reserves memory for the adapter; see `adapter_arena`.
@@ -482,13 +561,14 @@ pub fn run(args: ComponentizeArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// A core module with the world's exports, importing `log` plus `imports`;
-    /// `decide` has parameters `decide_params`.
-    fn module_with(imports: &str, decide_params: &str) -> Vec<u8> {
+    /// A core module with the world's exports, importing `log` plus `imports`
+    /// and exporting `extra` too; `decide` has parameters `decide_params`.
+    fn module_full(imports: &str, decide_params: &str, extra: &str) -> Vec<u8> {
         wat::parse_str(format!(
             r#"(module
                 {imports}
                 (import "$root" "log" (func (param i32 i32 i32)))
+                {extra}
                 (memory (export "memory") 1)
                 (global $next (mut i32) (i32.const 1024))
                 (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
@@ -503,8 +583,167 @@ mod tests {
         .unwrap()
     }
 
+    fn module_with(imports: &str, decide_params: &str) -> Vec<u8> {
+        module_full(imports, decide_params, "")
+    }
+
     fn module(imports: &str) -> Vec<u8> {
         module_with(imports, "i32")
+    }
+
+    /// The core signature wit-parser derives for a world function.
+    fn lowered(
+        resolve: &Resolve,
+        world: wit_parser::WorldId,
+        name: &str,
+        import: bool,
+    ) -> (Vec<ValType>, Vec<ValType>) {
+        use wit_parser::abi::{AbiVariant, WasmType};
+        let items = if import {
+            &resolve.worlds[world].imports
+        } else {
+            &resolve.worlds[world].exports
+        };
+        let Some(wit_parser::WorldItem::Function(f)) = items.get(&WorldKey::Name(name.into()))
+        else {
+            panic!("the world has no function `{name}`");
+        };
+        let variant = if import {
+            AbiVariant::GuestImport
+        } else {
+            AbiVariant::GuestExport
+        };
+        let sig = resolve.wasm_signature(variant, f);
+        let core = |v: &[WasmType]| {
+            v.iter()
+                .map(|t| match t {
+                    WasmType::I32 | WasmType::Pointer | WasmType::Length => ValType::I32,
+                    WasmType::I64 | WasmType::PointerOrI64 => ValType::I64,
+                    WasmType::F32 => ValType::F32,
+                    WasmType::F64 => ValType::F64,
+                })
+                .collect::<Vec<_>>()
+        };
+        (core(&sig.params), core(&sig.results))
+    }
+
+    /// The names a component exports at its top level.
+    fn component_exports(component: &[u8]) -> Vec<String> {
+        let mut names = Vec::new();
+        for payload in Parser::new(0).parse_all(component) {
+            if let Payload::ComponentExportSection(reader) = payload.unwrap() {
+                for export in reader {
+                    names.push(export.unwrap().name.name.to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn the_signature_tables_are_the_worlds_own_lowering() {
+        let mut resolve = Resolve::default();
+        let package = resolve.push_str("plugin.wit", WORLD_WIT).unwrap();
+        let world = resolve.select_world(&[package], Some("decider")).unwrap();
+        let imports: Vec<&str> = resolve.worlds[world]
+            .imports
+            .iter()
+            .filter(|(_, item)| matches!(item, wit_parser::WorldItem::Function(_)))
+            .map(|(key, _)| match key {
+                WorldKey::Name(n) => n.as_str(),
+                WorldKey::Interface(_) => panic!("an interface import"),
+            })
+            .collect();
+        let table: Vec<&str> = ROOT_IMPORTS.iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(table, imports, "every world import, in the world's order");
+        for (name, params, results) in ROOT_IMPORTS {
+            assert_eq!(
+                lowered(&resolve, world, name, true),
+                (params.to_vec(), results.to_vec()),
+                "import `{name}`"
+            );
+        }
+        for r in REQUIRED_EXPORTS.iter().filter(|r| r.name != "cabi_realloc") {
+            assert_eq!(
+                lowered(&resolve, world, r.name, false),
+                (r.params.to_vec(), r.results.to_vec()),
+                "export `{}`",
+                r.name
+            );
+        }
+        let (params, results) = lowered(&resolve, world, OUTCOME, false);
+        assert_eq!(params.len(), 16, "outcome is passed flat (16 values)");
+        assert_eq!(
+            (params, results),
+            (OUTCOME_PARAMS.to_vec(), vec![]),
+            "export `outcome`"
+        );
+        assert_eq!(
+            resolve.worlds[world].exports.len(),
+            3,
+            "init, decide, outcome"
+        );
+    }
+
+    /// An `outcome` export that does nothing, with the world's signature.
+    const OUTCOME_EXPORT: &str = r#"(func (export "outcome")
+        (param i64 i64 i32 i64 i64 i32 i64 i64 i32 i32 i32 i64 i64 i32 i32 i64))"#;
+
+    #[test]
+    fn outcome_is_exported_by_the_component_only_when_the_module_exports_it() {
+        let without = componentize(&module("")).unwrap();
+        let names = component_exports(&without.component);
+        assert!(names.contains(&"decide".to_owned()), "{names:?}");
+        assert!(!names.contains(&"outcome".to_owned()), "{names:?}");
+
+        let with = componentize(&module_full("", "i32", OUTCOME_EXPORT)).unwrap();
+        let names = component_exports(&with.component);
+        assert!(
+            names.contains(&"outcome".to_owned()) && names.contains(&"decide".to_owned()),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn an_outcome_export_with_the_wrong_signature_is_named_with_the_fix() {
+        let core = module_full("", "i32", r#"(func (export "outcome") (param i32))"#);
+        let err = componentize(&core).unwrap_err();
+        assert!(
+            matches!(&err, ComponentizeError::ExportSignature { name, .. } if name == "outcome"),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("func (i32)")
+                && msg.contains("func (i64, i64, i32, i64, i64, i32, i64, i64, i32, i32, i32, i64, i64, i32, i32, i64)")
+                && msg.contains("htlcgate.dev/sdk/go/outcome"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_kv_channel_and_block_height_imports_are_accepted() {
+        let core = module(
+            r#"(import "$root" "kv-get" (func (param i32 i32 i32)))
+               (import "$root" "kv-set" (func (param i32 i32 i32 i32 i32)))
+               (import "$root" "kv-delete" (func (param i32 i32 i32)))
+               (import "$root" "channel" (func (param i64 i32)))
+               (import "$root" "block-height" (func (param i32)))"#,
+        );
+        let out = componentize(&core).unwrap();
+        assert!(!out.uses_wasi);
+        assert!(out.imports.iter().any(|i| i.name == "channel"));
+    }
+
+    #[test]
+    fn a_channel_import_taking_an_i32_id_is_refused_with_the_lowering() {
+        let core = module(r#"(import "$root" "channel" (func (param i32 i32)))"#);
+        let err = componentize(&core).unwrap_err();
+        assert!(
+            matches!(&err, ComponentizeError::ImportSignature { name, .. } if name == "channel"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("func (i64, i32)"), "{err}");
     }
 
     #[test]

@@ -110,6 +110,13 @@ pub struct ChainConfig {
     pub budget: Duration,
     /// Sent when the budget runs out (`on_budget`, default resume).
     pub on_budget: DefaultVerdict,
+    /// Longest a plugin may keep an HTLC held (`hold`), counted from its arrival
+    /// (`max_hold_ms`, default 60,000, at most 600,000).
+    pub max_hold: Duration,
+    /// A hold ends this many blocks before the HTLC's `auto_fail_height`, when the
+    /// block height is known (`hold_margin_blocks`, default 3): LND fails the HTLC
+    /// itself at that height, and an answer after it would end the stream.
+    pub hold_margin_blocks: u32,
 }
 
 /// `[journal]`: where verdicts are recorded before they are sent.
@@ -172,6 +179,9 @@ pub struct PluginConfig {
     pub memory_bytes: usize,
     /// What a fault means for the HTLC (`on_fault`, default skip).
     pub on_fault: OnFault,
+    /// The verdict sent when an HTLC this plugin holds reaches the hold cap
+    /// (`on_hold_expiry`, `fail` or `resume`, default fail).
+    pub on_hold_expiry: DefaultVerdict,
     /// Consecutive faults before quarantine (`max_faults`, default 5).
     pub max_faults: u32,
     /// The `[plugin.config]` table, passed to `init` as strings, sorted by key.
@@ -231,6 +241,10 @@ pub mod defaults {
     pub const JOURNAL_MAX_AGE_DAYS: u64 = 14;
     /// Wasm stack in KiB.
     pub const MAX_WASM_STACK_KB: usize = 512;
+    /// Longest hold, ms.
+    pub const MAX_HOLD_MS: u64 = 60_000;
+    /// Blocks before `auto_fail_height` at which a hold ends.
+    pub const HOLD_MARGIN_BLOCKS: u32 = 3;
     /// Longest key-value key in bytes.
     pub const KV_MAX_KEY_BYTES: u32 = 256;
     /// Longest key-value value in bytes.
@@ -263,6 +277,8 @@ struct RawChain {
     default_verdict: Option<DefaultVerdict>,
     budget_ms: Option<u64>,
     on_budget: Option<DefaultVerdict>,
+    max_hold_ms: Option<u64>,
+    hold_margin_blocks: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -301,6 +317,7 @@ struct RawPlugin {
     init_timeout_ms: Option<u64>,
     memory_mb: Option<u64>,
     on_fault: Option<OnFault>,
+    on_hold_expiry: Option<DefaultVerdict>,
     max_faults: Option<u32>,
     sha256: Option<String>,
     #[serde(default)]
@@ -352,6 +369,23 @@ impl Config {
                 format!(
                     "{budget_ms} is out of range; use 1..=60000 (LND holds the HTLC meanwhile)"
                 ),
+            ));
+        }
+        let max_hold_ms = raw.chain.max_hold_ms.unwrap_or(defaults::MAX_HOLD_MS);
+        if !(1..=600_000).contains(&max_hold_ms) {
+            return Err(invalid(
+                "chain.max_hold_ms".into(),
+                format!("{max_hold_ms} is out of range; use 1..=600000 (the sender's payment waits while an HTLC is held)"),
+            ));
+        }
+        let hold_margin_blocks = raw
+            .chain
+            .hold_margin_blocks
+            .unwrap_or(defaults::HOLD_MARGIN_BLOCKS);
+        if !(1..=144).contains(&hold_margin_blocks) {
+            return Err(invalid(
+                "chain.hold_margin_blocks".into(),
+                format!("{hold_margin_blocks} is out of range; use 1..=144 (blocks before auto_fail_height at which a hold ends)"),
             ));
         }
         let max_entries = raw
@@ -558,23 +592,16 @@ impl Config {
             }
             let mut config = Vec::with_capacity(p.config.len());
             for (k, v) in p.config {
-                let s = match v {
-                    toml::Value::String(s) => s,
-                    toml::Value::Integer(n) => n.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    other => {
-                        return Err(invalid(
-                            key(&format!("config.{k}")),
-                            format!(
-                                "a {} cannot be passed to a plugin; use a string, number or boolean (e.g. a comma-separated list)",
-                                other.type_str()
-                            ),
-                        ))
-                    }
-                };
-                config.push((k, s));
+                flatten_config(k, v, &mut config).map_err(|(k, what)| {
+                    invalid(
+                        key(&format!("config.{k}")),
+                        format!(
+                            "a {what} cannot be passed to a plugin; use a string, number or boolean (e.g. a comma-separated list)"
+                        ),
+                    )
+                })?;
             }
+            config.sort();
             plugins.push(PluginConfig {
                 name: p.name,
                 path: resolved,
@@ -584,6 +611,7 @@ impl Config {
                 init_timeout: Duration::from_millis(init_timeout_ms),
                 memory_bytes: (memory_mb as usize) << 20,
                 on_fault: p.on_fault.unwrap_or(OnFault::Skip),
+                on_hold_expiry: p.on_hold_expiry.unwrap_or(DefaultVerdict::Fail),
                 max_faults,
                 config,
                 sha256,
@@ -598,6 +626,8 @@ impl Config {
                 default_verdict: raw.chain.default_verdict.unwrap_or(DefaultVerdict::Resume),
                 budget: Duration::from_millis(budget_ms),
                 on_budget: raw.chain.on_budget.unwrap_or(DefaultVerdict::Resume),
+                max_hold: Duration::from_millis(max_hold_ms),
+                hold_margin_blocks,
             },
             journal: JournalConfig {
                 path: match raw.journal.path {
@@ -641,6 +671,31 @@ impl Config {
     }
 }
 
+/// Turns one `[plugin.config]` entry into the strings `init` gets. A nested
+/// table becomes dotted keys (`[plugin.config.peer.02ab]` `mode = "block"` is
+/// `peer.02ab.mode = "block"`); an array or a date is refused: `Err((key, type))`.
+fn flatten_config(
+    key: String,
+    value: toml::Value,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), (String, &'static str)> {
+    let s = match value {
+        toml::Value::String(s) => s,
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten_config(format!("{key}.{k}"), v, out)?;
+            }
+            return Ok(());
+        }
+        other => return Err((key, other.type_str())),
+    };
+    out.push((key, s));
+    Ok(())
+}
+
 /// Checks that `addr` looks like `HOST:PORT` (whether it can be bound is only known
 /// when binding).
 pub fn check_listen(addr: &str) -> Result<(), String> {
@@ -663,6 +718,8 @@ impl Default for ChainConfig {
             default_verdict: DefaultVerdict::Resume,
             budget: Duration::from_millis(defaults::BUDGET_MS),
             on_budget: DefaultVerdict::Resume,
+            max_hold: Duration::from_millis(defaults::MAX_HOLD_MS),
+            hold_margin_blocks: defaults::HOLD_MARGIN_BLOCKS,
         }
     }
 }
@@ -688,6 +745,7 @@ impl PluginConfig {
             init_timeout: Duration::from_millis(defaults::INIT_TIMEOUT_MS),
             memory_bytes: (defaults::MEMORY_MB as usize) << 20,
             on_fault: OnFault::Skip,
+            on_hold_expiry: DefaultVerdict::Fail,
             max_faults: defaults::MAX_FAULTS,
             config: Vec::new(),
             sha256: None,
@@ -834,6 +892,25 @@ mod tests {
             ]
         );
         assert!(p.path.is_absolute());
+    }
+
+    #[test]
+    fn nested_plugin_config_tables_become_dotted_keys() {
+        let (_d, cfg) = with_plugin_file();
+        let text = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\n[plugin.config]\nmode = \"fail\"\n[plugin.config.peer.02ab]\nmode = \"block\"\nmax_pending = 3\n";
+        let c = Config::parse(text, &cfg).unwrap();
+        assert_eq!(
+            c.plugins[0].config,
+            vec![
+                ("mode".to_string(), "fail".to_string()),
+                ("peer.02ab.max_pending".to_string(), "3".to_string()),
+                ("peer.02ab.mode".to_string(), "block".to_string()),
+            ]
+        );
+        let bad =
+            "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\n[plugin.config.peer.02ab]\nlist = [1]\n";
+        let msg = Config::parse(bad, &cfg).unwrap_err().to_string();
+        assert!(msg.contains("config.peer.02ab.list"), "{msg}");
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::gate::{Gate, GateOptions};
 use crate::health::Health;
 use crate::journal::Journal;
 use crate::lnd::connect::LndEndpoint;
+use crate::lnd::events::{spawn_outcomes, OutcomeEvent};
+use crate::lnd::feature::Features;
+use crate::lnd::node::{NodeContext, NodeOptions};
 use crate::wasm::engine::Sandbox;
 
 /// Command-line overrides of `[lnd]` (flags win over the file).
@@ -115,9 +118,22 @@ pub async fn run_with(
     // The journal first: plugins' key-value state lives in its file.
     let journal = Journal::open(&cfg.journal.path, cfg.journal.retention)?;
     tracing::info!(path = %cfg.journal.path.display(), entries = journal.len().unwrap_or(0), "verdict journal open");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // The node context (channels, block height) fills in the background while the
+    // chain compiles; plugin calls never wait for it. A permission the macaroon
+    // lacks turns off only its feature, logged once (README, Macaroon
+    // permissions).
+    let features = Features::new();
+    let node = NodeContext::spawn(
+        endpoint.clone(),
+        NodeOptions::default(),
+        features.clone(),
+        stop_rx.clone(),
+    );
     let sandbox = Sandbox::new(&cfg.sandbox)
         .context("starting the wasm engine")?
-        .with_kv(journal.kv());
+        .with_kv(journal.kv())
+        .with_node(node.clone());
     // Compiling may take seconds: let this worker's other tasks (/healthz) move.
     let chain = tokio::task::block_in_place(|| {
         Chain::load(&sandbox, &cfg.plugins, cfg.chain.default_verdict.verdict())
@@ -144,9 +160,10 @@ pub async fn run_with(
             metrics,
             health: Some(health),
             audit: audit.clone(),
+            node: Some(node),
         },
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
+    deliver_outcomes(endpoint.clone(), features, gate.clone(), stop_rx.clone());
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: taking no new HTLCs, answering those in flight");
@@ -186,6 +203,34 @@ pub async fn run_with(
         tracing::error!("plugin state not saved at shutdown: {e}");
     }
     Ok(())
+}
+
+/// Subscribes to LND's HTLC events and hands the outcome of every HTLC the gate
+/// decided or holds to its plugins (see [`Gate::on_outcome`]), until `stop`.
+/// Without `offchain:read` the feature goes off (logged once) and nothing else
+/// changes.
+pub fn deliver_outcomes(
+    endpoint: LndEndpoint,
+    features: Features,
+    gate: Arc<Gate>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let (mut outcomes, _subscription) = spawn_outcomes(endpoint, features, stop);
+    tokio::spawn(async move {
+        // Drained always (the subscription stops reading LND when this queue is
+        // full); each outcome is a lookup and a queue push, never a plugin call.
+        while let Some(ev) = outcomes.recv().await {
+            match ev {
+                OutcomeEvent::Outcome(o) => {
+                    gate.on_outcome(&o);
+                }
+                OutcomeEvent::Subscribed { resubscribed: true } => tracing::warn!(
+                    "HTLC events subscribed again: outcomes while the subscription was down were not delivered (LND does not replay them)"
+                ),
+                OutcomeEvent::Subscribed { resubscribed: false } => {}
+            }
+        }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,9 +1,12 @@
 //! `htlcgate demo`: the newcomer's first run, no LND needed.
 //!
-//! Starts the mock LND on loopback (real TLS gRPC, LND's rules enforced), connects
-//! htlcgate to it exactly as to a real node, streams a realistic mix of HTLCs through
-//! the example chain plus one deliberately broken plugin, prints one line per decision
-//! and a summary, and shows the broken plugin cut off while forwarding goes on.
+//! Starts the mock LND on loopback (real TLS gRPC, LND's rules enforced, its
+//! channels, HTLC events and block height served), connects htlcgate to it exactly
+//! as to a real node, streams a realistic mix of HTLCs through the example chain —
+//! `circuitbreaker` first (per-peer in-flight limits, a queue, a rate limit,
+//! learning from outcomes), then channel-filter, max-htlc, fee-floor and one
+//! deliberately broken plugin — prints one line per decision and a summary, and
+//! shows the broken plugin cut off while forwarding goes on.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,9 +18,12 @@ use tokio::sync::{mpsc, watch};
 use crate::chain::{Chain, DecidedBy};
 use crate::circuit::Scid;
 use crate::config::{ChainConfig, OnFault, PluginConfig, SandboxConfig};
-use crate::gate::{DecisionEvent, Gate};
+use crate::gate::{DecisionEvent, Gate, GateOptions};
+use crate::lnd::feature::{Feature, Features};
+use crate::lnd::node::{NodeContext, NodeOptions};
 use crate::lnd::proto::routerrpc::{CircuitKey, ForwardHtlcInterceptRequest};
 use crate::mock_lnd::{sample_request, MockLnd, MockOptions};
+use crate::mock_node::{sample_channel, Downstream};
 use crate::verdict::Verdict;
 use crate::wasm::engine::Sandbox;
 
@@ -56,9 +62,40 @@ fn plugin(dir: &Path, name: &str) -> anyhow::Result<PluginConfig> {
     Ok(PluginConfig::with_defaults(name, path))
 }
 
-/// The example chain: channel-filter, max-htlc, fee-floor, and `spin-forever`
-/// (a plugin that loops) with `on_fault = "skip"` and quarantine after 3 faults.
+/// The demo node's channels as LND lists them: one per peer; Kraken opened its
+/// channel to us, we opened the others.
+pub fn demo_channels() -> Vec<crate::lnd::proto::lnrpc::Channel> {
+    (0..CHANNELS.len())
+        .map(|i| {
+            let mut c = sample_channel(scid(i));
+            c.initiator = CHANNELS[i].3 != "Kraken";
+            c
+        })
+        .collect()
+}
+
+/// The peer pubkey (hex) of demo channel `i`.
+fn peer(i: usize) -> String {
+    sample_channel(scid(i)).remote_pubkey
+}
+
+/// The example chain: `circuitbreaker` (at most 3 HTLCs in flight per peer;
+/// Kraken's are queued beyond 1, Boltz is held to 3 HTLCs/s with a burst of 2),
+/// channel-filter, max-htlc, fee-floor, and `spin-forever` (a plugin that loops)
+/// with `on_fault = "skip"` and quarantine after 3 faults.
 pub fn demo_chain(dir: &Path) -> anyhow::Result<Vec<PluginConfig>> {
+    let mut breaker = plugin(dir, "circuitbreaker")?;
+    breaker.grants = vec!["kv".into(), "node".into()];
+    breaker.config = vec![
+        ("mode".into(), "fail".into()),
+        ("max_pending".into(), "3".into()),
+        ("max_hourly_rate".into(), "0".into()),
+        ("queue_retry_ms".into(), "50".into()),
+        (format!("peer.{}.mode", peer(1)), "queue".into()),
+        (format!("peer.{}.max_pending", peer(1)), "1".into()),
+        (format!("peer.{}.max_hourly_rate", peer(2)), "10800".into()),
+        (format!("peer.{}.burst", peer(2)), "2".into()),
+    ];
     let mut filter = plugin(dir, "channel-filter")?;
     filter.config = vec![("deny_in".into(), Scid(scid(3)).to_string())];
     let mut max = plugin(dir, "max-htlc")?;
@@ -72,7 +109,7 @@ pub fn demo_chain(dir: &Path) -> anyhow::Result<Vec<PluginConfig>> {
     spin.on_fault = OnFault::Skip;
     spin.max_faults = 3;
     spin.fuel = 50_000_000;
-    Ok(vec![filter, max, fee, spin])
+    Ok(vec![breaker, filter, max, fee, spin])
 }
 
 /// A realistic mix: amounts from 1 sat to 8 M sat, fees mostly above the floor
@@ -159,10 +196,19 @@ fn line(n: usize, ev: &DecisionEvent) -> String {
             _ => None,
         })
         .collect();
-    let note = if faults.is_empty() {
+    let mut notes = faults;
+    if let Some(attempt) = ev
+        .input
+        .as_ref()
+        .map(|i| i.record.attempt)
+        .filter(|&a| a > 1)
+    {
+        notes.insert(0, format!("queued: asked {attempt}x"));
+    }
+    let note = if notes.is_empty() {
         String::new()
     } else {
-        format!("  [{}]", faults.join(", "))
+        format!("  [{}]", notes.join(", "))
     };
     format!(
         "{n:>4}  {route}  {amounts}  {verdict:<6} by {:<14} {:>7} µs{note}",
@@ -191,19 +237,59 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" → ")
     );
+    println!("  circuitbreaker: at most 3 HTLCs in flight per peer (fail beyond); Kraken: 1, queued beyond;");
+    println!("                  Boltz: 3 HTLCs/s, burst 2; it learns when HTLCs settle from LND's HTLC events");
     println!("  policies: deny HTLCs from {} (old-peer); fail above 5,000,000 sat; fail fees below 1000 msat + 100 ppm", Scid(scid(3)));
     println!("  spin-forever loops on every HTLC: watch it get cut off by fuel and quarantined\n");
 
-    let sandbox = Sandbox::new(&SandboxConfig::default())?;
-    let chain = Chain::load(&sandbox, &plugins, Verdict::Resume)?;
-    let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
-    let gate = Gate::new(
-        chain,
-        ChainConfig::default(),
-        crate::journal::Journal::in_memory(),
-        Some(obs_tx),
+    // The node side: channels, and every forward settles downstream 150 ms after
+    // htlcgate resumes it (LND's HTLC events tell circuitbreaker).
+    mock.node().set_channels(demo_channels());
+    let _auto = mock.node().auto_outcomes(
+        mock.watch_resolutions(),
+        Downstream::Settle,
+        Duration::from_millis(150),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let features = Features::new();
+    let node = NodeContext::spawn(
+        mock.endpoint(),
+        NodeOptions::default(),
+        features.clone(),
+        stop_rx.clone(),
+    );
+    let journal = crate::journal::Journal::in_memory();
+    let sandbox = Sandbox::new(&SandboxConfig::default())?
+        .with_kv(journal.kv())
+        .with_node(node.clone());
+    let chain = Chain::load(&sandbox, &plugins, Verdict::Resume)?;
+    let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
+    let gate = Gate::with_options(
+        chain,
+        ChainConfig::default(),
+        journal,
+        GateOptions {
+            observer: Some(obs_tx),
+            node: Some(node),
+            ..GateOptions::default()
+        },
+    );
+    crate::daemon::deliver_outcomes(
+        mock.endpoint(),
+        features.clone(),
+        gate.clone(),
+        stop_rx.clone(),
+    );
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        features.wait_for(|s| {
+            [Feature::ChannelCache, Feature::HtlcOutcomes]
+                .iter()
+                .all(|f| s.get(f).is_some_and(|st| st.is_on()))
+        }),
+    )
+    .await
+    .context("the mock LND's channels and HTLC events did not come up")?;
     let stream = tokio::spawn(crate::lnd::stream::run(
         mock.endpoint(),
         gate.clone(),
@@ -236,6 +322,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let _ = stream.await;
 
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    let queued = events
+        .iter()
+        .filter(|e| e.input.as_ref().is_some_and(|i| i.record.attempt > 1))
+        .count();
     let mut faults = 0;
     let mut micros: Vec<u128> = Vec::new();
     for ev in &events {
@@ -270,6 +360,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     for (k, n) in &by {
         println!("  {n:>4}  {k}");
     }
+    println!(
+        "  circuitbreaker: {queued} HTLCs queued (held at LND, asked again) before their verdict"
+    );
     println!("  spin-forever: {faults} faults (fuel), then quarantined; forwarding never stopped");
     println!(
         "  decision time: p50 {} µs, p99 {} µs, max {} µs (chain of {})",

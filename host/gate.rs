@@ -16,6 +16,18 @@
 //!
 //! Every verdict is committed to the journal before it is sent.
 //!
+//! A plugin may hold an HTLC (`hold`): the key stays pending and in flight (no
+//! answer), and the chain is asked again later from the holding plugin, until a
+//! verdict, the hold cap (`max_hold_ms` from arrival), the margin before the HTLC's
+//! `auto_fail_height`, or shutdown; at those bounds the holder's `on_hold_expiry`
+//! verdict is sent. A held key LND resolves by itself (an HTLC event for it) is
+//! never answered: LND no longer holds it, and an answer would end the stream. A
+//! reconnect keeps the hold (LND replays the key; it joins the pending set and the
+//! hold's result is sent on the new stream); a restart re-decides it on replay.
+//!
+//! Outcomes of HTLCs htlcgate decided or holds (LND's HTLC events) are handed to
+//! the live chain's plugins that export `outcome`.
+//!
 //! All of this happens under one mutex, so "remove from pending" and "send" are one
 //! step.
 //!
@@ -23,18 +35,21 @@
 //! only after its answer is queued for LND, without waiting on anything: they never
 //! hold an answer back.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
 use crate::audit::AuditLog;
-use crate::chain::{Chain, DecidedBy, Decision};
+use crate::chain::{Chain, DecidedBy, Decision, HoldRequest};
 use crate::circuit::{CircuitKey, Scid};
 use crate::config::ChainConfig;
 use crate::health::Health;
 use crate::journal::Journal;
+use crate::lnd::node::NodeContext;
+use crate::lnd::outcome::HtlcOutcome;
 use crate::lnd::proto::routerrpc::{ForwardHtlcInterceptRequest, ForwardHtlcInterceptResponse};
 use crate::metrics::{ChainMetrics, Metrics};
 use crate::verdict::Verdict;
@@ -73,6 +88,8 @@ pub struct GateOptions {
     pub health: Option<Arc<Health>>,
     /// The decision audit log.
     pub audit: Option<AuditLog>,
+    /// The node context: its block height bounds holds before `auto_fail_height`.
+    pub node: Option<NodeContext>,
 }
 
 /// Identifies one connection to LND.
@@ -108,7 +125,29 @@ pub struct ClosedStream {
     pub recent: Vec<CircuitKey>,
 }
 
+/// What can end one hold early.
+#[derive(Debug, Default)]
+struct HoldSignal {
+    /// LND resolved the HTLC itself (an HTLC event came for it): never answer it.
+    resolved_by_lnd: AtomicBool,
+    /// Wakes the hold's task (resolved, or shutting down).
+    wake: Notify,
+}
+
+/// How a hold's wait ended.
+#[derive(Debug)]
+enum HoldEnd {
+    /// Time to ask the chain again.
+    Again,
+    /// The hold cannot go on (the reason): send the holder's `on_hold_expiry`.
+    Expired(&'static str),
+    /// LND no longer holds the HTLC: send nothing.
+    ResolvedByLnd,
+}
+
 struct State {
+    /// Keys held by a plugin's `hold`, and what ends each hold early.
+    holds: HashMap<CircuitKey, Arc<HoldSignal>>,
     /// Keys LND holds in the on-chain flow: answered only with a settle.
     on_chain: HashSet<CircuitKey>,
     /// Keys whose chain decision is running.
@@ -132,6 +171,9 @@ pub struct Gate {
     metrics: Option<Arc<Metrics>>,
     health: Arc<Health>,
     audit: Option<AuditLog>,
+    node: Option<NodeContext>,
+    /// Shutting down: holds end with their `on_hold_expiry` verdict.
+    stopping: AtomicBool,
 }
 
 impl Gate {
@@ -166,6 +208,7 @@ impl Gate {
             metrics,
             health,
             audit,
+            node,
         } = opts;
         let chain_metrics = metrics
             .as_ref()
@@ -188,6 +231,7 @@ impl Gate {
             swaps: std::sync::atomic::AtomicU64::new(0),
             journal,
             state: Mutex::new(State {
+                holds: HashMap::new(),
                 on_chain,
                 inflight: HashSet::new(),
                 current: None,
@@ -198,6 +242,8 @@ impl Gate {
             metrics,
             health,
             audit,
+            node,
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -424,6 +470,7 @@ impl Gate {
             }
             let decision = Decision {
                 verdict,
+                hold: None,
                 by: DecidedBy::Replay,
                 trace: Vec::new(),
                 elapsed: Duration::ZERO,
@@ -447,17 +494,196 @@ impl Gate {
         let gate = self.clone();
         let input = Arc::new(input);
         tokio::spawn(async move {
-            let (decision, live) = gate.decide(input.clone()).await;
-            gate.complete(input, decision, &live, received).await;
+            gate.run_htlc(input, received).await;
         });
     }
 
-    /// Runs the chain under the budget; returns the decision and the chain that
-    /// made it.
-    async fn decide(&self, input: Arc<HtlcInput>) -> (Decision, Arc<Live>) {
-        let started = Instant::now();
+    /// Decides one HTLC to its verdict, holding it as long as plugins ask (and
+    /// the bounds allow), then journals and sends the verdict.
+    async fn run_htlc(self: Arc<Self>, mut input: Arc<HtlcInput>, received: Instant) {
+        let key = input.key;
+        let mut live = self.live();
+        let mut stage = 0;
+        let mut signal: Option<Arc<HoldSignal>> = None;
+        let decision = loop {
+            let mut decision = self.decide_at(input.clone(), stage, &live).await;
+            let Some(hold) = decision.hold.take() else {
+                break decision;
+            };
+            let sig = signal.get_or_insert_with(|| self.start_hold(key)).clone();
+            if let Some(m) = &self.metrics {
+                m.held(&hold.plugin);
+            }
+            tracing::debug!(circuit = %key, plugin = &*hold.plugin, after_ms = hold.after.as_millis() as u64, attempt = input.record.attempt, "HTLC held by plugin");
+            match self.wait_hold(&input, &hold, received, &live, &sig).await {
+                HoldEnd::Again => {}
+                HoldEnd::Expired(why) => {
+                    tracing::info!(circuit = %key, plugin = &*hold.plugin, verdict = %decision.verdict, attempt = input.record.attempt, "hold ended ({why}): sending the plugin's on_hold_expiry verdict");
+                    decision.by = DecidedBy::HoldExpiry(hold.plugin);
+                    break decision;
+                }
+                HoldEnd::ResolvedByLnd => {
+                    tracing::info!(circuit = %key, plugin = &*hold.plugin, "held HTLC resolved by LND itself; it gets no answer");
+                    self.end_hold(key);
+                    self.abandon(key);
+                    return;
+                }
+            }
+            // A reload meanwhile: the new chain is asked from its start (the
+            // holder's position means nothing there).
+            let now = self.live();
+            stage = if Arc::ptr_eq(&now, &live) {
+                hold.stage
+            } else {
+                0
+            };
+            live = now;
+            input = Arc::new(input.with_attempt(input.record.attempt.saturating_add(1)));
+        };
+        if signal.is_some() {
+            self.end_hold(key);
+        }
+        self.complete(input, decision, &live, received).await;
+    }
+
+    /// Registers a hold of `key`.
+    fn start_hold(&self, key: CircuitKey) -> Arc<HoldSignal> {
+        let sig = Arc::new(HoldSignal::default());
+        self.lock().holds.insert(key, sig.clone());
+        if let Some(m) = &self.metrics {
+            m.holding(1);
+        }
+        sig
+    }
+
+    /// Forgets the hold of `key`.
+    fn end_hold(&self, key: CircuitKey) {
+        if self.lock().holds.remove(&key).is_some() {
+            if let Some(m) = &self.metrics {
+                m.holding(-1);
+            }
+        }
+    }
+
+    /// Forgets `key` without answering it (LND resolved it itself).
+    fn abandon(&self, key: CircuitKey) {
+        let mut st = self.lock();
+        st.inflight.remove(&key);
+        if let Some(cur) = st.current.as_mut() {
+            cur.pending.remove(&key);
+        }
+        drop(st);
+        self.answered.notify_waiters();
+    }
+
+    /// Waits out one hold: until its time to ask again, or until it must end.
+    async fn wait_hold(
+        &self,
+        input: &HtlcInput,
+        hold: &HoldRequest,
+        received: Instant,
+        live: &Live,
+        sig: &HoldSignal,
+    ) -> HoldEnd {
+        let cap = received + live.cfg.max_hold;
+        let again = Instant::now() + hold.after;
+        loop {
+            if sig.resolved_by_lnd.load(Ordering::Acquire) {
+                return HoldEnd::ResolvedByLnd;
+            }
+            if self.stopping.load(Ordering::Acquire) {
+                return HoldEnd::Expired("htlcgate is shutting down");
+            }
+            if self.near_auto_fail(input, live.cfg.hold_margin_blocks) {
+                return HoldEnd::Expired("hold_margin_blocks before auto_fail_height reached");
+            }
+            let now = Instant::now();
+            if now >= cap {
+                return HoldEnd::Expired("max_hold_ms reached");
+            }
+            if now >= again {
+                return HoldEnd::Again;
+            }
+            // Wake at least every second to look at the block height.
+            let until = again.min(cap).min(now + Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = sig.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Whether the HTLC is within `margin` blocks of its `auto_fail_height` (when
+    /// the height is known; without it only the hold cap bounds a hold).
+    fn near_auto_fail(&self, input: &HtlcInput, margin: u32) -> bool {
+        let Ok(auto_fail) = u32::try_from(input.record.auto_fail_height) else {
+            return false;
+        };
+        if auto_fail == 0 {
+            return false;
+        }
+        let height = self.node.as_ref().and_then(|n| n.height());
+        height.is_some_and(|h| h.saturating_add(margin) >= auto_fail)
+    }
+
+    /// Shutting down: every hold ends now with its holder's `on_hold_expiry`
+    /// verdict, so that the drain answers it (LND would otherwise resume held
+    /// HTLCs on disconnect, past the plugin's policy).
+    pub fn end_holds(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let holds: Vec<_> = self.lock().holds.values().cloned().collect();
+        for h in holds {
+            h.wake.notify_one();
+        }
+    }
+
+    /// Number of HTLCs held by plugins now.
+    pub fn held(&self) -> usize {
+        self.lock().holds.len()
+    }
+
+    /// An HTLC event from LND. If htlcgate decided the HTLC (now, earlier on
+    /// this run, or before a restart: its verdict is in the journal) or a plugin
+    /// holds it, the outcome goes to the live chain's plugins that export
+    /// `outcome`; returns whether it did. A held HTLC LND resolved by itself ends
+    /// its hold without an answer.
+    pub fn on_outcome(&self, outcome: &HtlcOutcome) -> bool {
+        let key = outcome.key;
+        let (held, deciding) = {
+            let st = self.lock();
+            (st.holds.get(&key).cloned(), st.inflight.contains(&key))
+        };
+        if let Some(sig) = &held {
+            sig.resolved_by_lnd.store(true, Ordering::Release);
+            sig.wake.notify_one();
+        }
+        let ours = held.is_some() || deciding || matches!(self.journal.get(key), Ok(Some(_)));
+        if !ours {
+            return false;
+        }
+        if let Some(m) = &self.metrics {
+            m.outcome(outcome.kind.name());
+        }
+        tracing::debug!(circuit = %key, kind = outcome.kind.name(), held = held.is_some(), "outcome");
         let live = self.live();
-        let mut rx = live.chain.decide(input.clone());
+        if live.chain.wants_outcomes() {
+            let dropped = live
+                .chain
+                .outcome(Arc::new(crate::wasm::outcome::to_wit(outcome)));
+            if dropped > 0 {
+                tracing::warn!(circuit = %key, dropped, "a plugin's outcome queue is full: oldest outcomes dropped");
+                if let Some(m) = &self.metrics {
+                    m.outcomes_dropped(dropped as u64);
+                }
+            }
+        }
+        true
+    }
+
+    /// Runs the chain from `stage` under the budget; returns the decision.
+    async fn decide_at(&self, input: Arc<HtlcInput>, stage: usize, live: &Arc<Live>) -> Decision {
+        let started = Instant::now();
+        let mut rx = live.chain.decide_at(input.clone(), stage);
         let decision = match tokio::time::timeout(live.cfg.budget, &mut rx).await {
             Ok(Ok(d)) => d,
             outcome => {
@@ -487,13 +713,14 @@ impl Gate {
                 );
                 Decision {
                     verdict,
+                    hold: None,
                     by: DecidedBy::Budget,
                     trace: Vec::new(),
                     elapsed: started.elapsed(),
                 }
             }
         };
-        (decision, live)
+        decision
     }
 
     /// Journals a decision, then sends it if the current stream waits for the key;

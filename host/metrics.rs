@@ -27,10 +27,15 @@
 //! | `htlcgate_audit_lines_total` | counter | |
 //! | `htlcgate_audit_dropped_total` | counter | |
 //! | `htlcgate_audit_rotations_total` | counter | |
+//! | `htlcgate_holds_total` | counter (a plugin answered `hold`) | `plugin` |
+//! | `htlcgate_htlcs_held` | gauge (HTLCs held by plugins now) | |
+//! | `htlcgate_outcomes_total` | counter (outcomes of decided HTLCs handed to plugins) | `kind` |
+//! | `htlcgate_outcomes_dropped_total` | counter (a plugin's outcome queue was full) | |
 //!
 //! `source` says who chose a verdict: `plugin` (its own verdict), `on_fault` (the
 //! plugin's `on_fault` policy after a fault or while quarantined), `default` (every
-//! plugin passed), `budget` (the chain ran out of its budget) or `replay` (a key LND
+//! plugin passed), `budget` (the chain ran out of its budget), `on_hold_expiry` (a
+//! plugin's hold reached its cap; `plugin` is the holder) or `replay` (a key LND
 //! sent again, answered from the journal); `plugin` is empty for the last three.
 //! `kind` is `resume`, `fail`, `settle` or `resume-modified`. `reason` is a fault's
 //! short reason (`fuel`, `deadline`, `memory`, `stack`, `trap`, `invalid-verdict`,
@@ -273,6 +278,18 @@ pub struct Metrics {
     audit_lines: Counter,
     audit_dropped: Counter,
     audit_rotations: Counter,
+    holds: Family<PluginLabel, Counter>,
+    holds_now: Gauge,
+    outcomes: Family<OutcomeLabel, Counter>,
+    outcomes_dropped: Counter,
+}
+
+/// Labels of `htlcgate_outcomes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    /// The outcome kind (forwarded, settled, forward_failed, link_failed,
+    /// final_settled, final_failed).
+    kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -400,6 +417,30 @@ impl Metrics {
             "Audit log rotations (size reached max_bytes)",
             audit_rotations.clone(),
         );
+        let holds = Family::<PluginLabel, Counter>::default();
+        registry.register(
+            "holds",
+            "Times a plugin answered hold (the HTLC stays held at LND and the chain asks again)",
+            holds.clone(),
+        );
+        let holds_now = Gauge::default();
+        registry.register(
+            "htlcs_held",
+            "HTLCs held by a plugin's hold right now",
+            holds_now.clone(),
+        );
+        let outcomes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "outcomes",
+            "Outcomes (LND HTLC events) of HTLCs htlcgate decided or held, handed to the plugins that export outcome, by kind",
+            outcomes.clone(),
+        );
+        let outcomes_dropped = Counter::default();
+        registry.register(
+            "outcomes_dropped",
+            "Outcomes dropped because a plugin's outcome queue was full",
+            outcomes_dropped.clone(),
+        );
         let builtin = BUILTIN_SOURCES.map(|source| {
             KINDS.map(|kind| {
                 verdicts
@@ -433,6 +474,10 @@ impl Metrics {
             audit_lines,
             audit_dropped,
             audit_rotations,
+            holds,
+            holds_now,
+            outcomes,
+            outcomes_dropped,
         }
     }
 
@@ -532,6 +577,7 @@ impl Metrics {
             DecidedBy::Replay => {
                 self.builtin[Builtin::Replay as usize][kind].inc();
             }
+            DecidedBy::HoldExpiry(name) => self.verdict_slow(name, kind, "on_hold_expiry"),
         }
         let fuel = self.trace(chain, &d.trace);
         self.decision_seconds.observe_duration(since_request);
@@ -578,7 +624,7 @@ impl Metrics {
                         }
                     }
                 }
-                Step::Next | Step::Verdict(_) => {}
+                Step::Next | Step::Verdict(_) | Step::Hold(_) => {}
             }
             p.fuel.observe(t.cost.fuel);
             p.seconds.observe_duration(t.cost.elapsed);
@@ -596,6 +642,30 @@ impl Metrics {
                 source,
             })
             .inc();
+    }
+
+    /// A plugin answered `hold` (the HTLC stays held, the chain asks again).
+    pub fn held(&self, plugin: &str) {
+        self.holds
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An HTLC started (`+1`) or stopped (`-1`) being held by a plugin.
+    pub fn holding(&self, delta: i64) {
+        self.holds_now.inc_by(delta);
+    }
+
+    /// An outcome of an HTLC htlcgate decided was handed to the chain.
+    pub fn outcome(&self, kind: &'static str) {
+        self.outcomes.get_or_create(&OutcomeLabel { kind }).inc();
+    }
+
+    /// Outcomes dropped because a plugin's outcome queue was full.
+    pub fn outcomes_dropped(&self, n: u64) {
+        self.outcomes_dropped.inc_by(n);
     }
 
     /// A hot reload finished: `ok` when the new chain was swapped in.
@@ -668,6 +738,7 @@ mod tests {
         let m = Metrics::new();
         let chain = m.chain(&names(&["trap", "fee-floor"]), None);
         let d = Decision {
+            hold: None,
             verdict: Verdict::Fail(FailCode::TemporaryChannelFailure),
             by: DecidedBy::Plugin(Arc::from("fee-floor")),
             trace: vec![
@@ -773,6 +844,7 @@ mod tests {
     fn builtin_sources_have_an_empty_plugin_label() {
         let m = Metrics::new();
         let d = Decision {
+            hold: None,
             verdict: Verdict::Resume,
             by: DecidedBy::Budget,
             trace: vec![],

@@ -135,6 +135,9 @@ pub enum LndAction {
     /// The HTLC was held when the interceptor went away and `requireinterceptor`
     /// is off: LND resumed (forwarded) it.
     ResumedInterceptorGone,
+    /// The block height reached the HTLC's `auto_fail_height` while it was held:
+    /// LND failed it back (see [`MockLnd::mine`]).
+    AutoFailed,
 }
 
 /// One HTLC that LND resolved by itself.
@@ -298,6 +301,47 @@ impl MockLnd {
         };
         self.shared.changed.notify_waiters();
         offer
+    }
+
+    /// Mines `n` blocks on the node side and, as LND's interceptable switch does
+    /// on every block, fails back each held off-chain HTLC whose
+    /// `auto_fail_height` is reached: it leaves the held set (an answer for it
+    /// now gets "forward does not exist" and ends the stream), is recorded as
+    /// [`LndAction::AutoFailed`], and LND's HTLC events follow
+    /// (`ForwardFailEvent`, then a failed `FinalHtlcEvent`). Returns the keys.
+    pub fn mine(&self, n: u32) -> Vec<Key> {
+        self.shared.node.mine(n);
+        let height = self.shared.node.height();
+        let failed: Vec<Key> = {
+            let mut state = self.shared.lock();
+            let mut due: Vec<Key> = state
+                .held
+                .iter()
+                .filter(|(_, h)| {
+                    !h.on_chain
+                        && h.request.auto_fail_height > 0
+                        && height >= h.request.auto_fail_height as u32
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            due.sort_unstable();
+            for key in &due {
+                state.held.remove(key);
+                state.lnd_outcomes.push(LndOutcome {
+                    key: *key,
+                    action: LndAction::AutoFailed,
+                    at: Instant::now(),
+                });
+                tracing::debug!(circuit = %circuit(*key), height, "mock LND: auto-failed at auto_fail_height");
+            }
+            due
+        };
+        for key in &failed {
+            self.shared.node.forward_fail_event(*key, None);
+            self.shared.node.final_event(*key, false, true);
+        }
+        self.shared.changed.notify_waiters();
+        failed
     }
 
     /// Ends the current interceptor stream from the server side, as an LND

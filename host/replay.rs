@@ -151,9 +151,14 @@ impl Replayer {
         let (tx, events) = mpsc::unbounded_channel();
         // A longer wait than the budget: a decision always ends within it.
         let limit = cfg.chain.budget + Duration::from_secs(30);
+        // Offline there is no LND holding the HTLC and no time to wait: a plugin's
+        // hold ends at once with its on_hold_expiry verdict (shown as decided by
+        // "<plugin> (on_hold_expiry)"), what it would get if nothing freed up.
+        let mut chain_cfg = cfg.chain.clone();
+        chain_cfg.max_hold = Duration::ZERO;
         let gate = Gate::with_options(
             chain,
-            cfg.chain.clone(),
+            chain_cfg,
             Journal::in_memory(),
             GateOptions {
                 observer: Some(tx),
@@ -708,6 +713,7 @@ mod tests {
                 },
                 input: None,
                 decision: crate::chain::Decision {
+                    hold: None,
                     verdict: v,
                     by,
                     trace: vec![],

@@ -371,6 +371,13 @@ plugin from a Go `init` function: a plugin's `main` never runs. Limits per call:
 `fuel` (10 M; a Go decide uses ~5-20 k), `timeout_ms` (50), `memory_mb` (64; the
 Go runtime takes a few MiB). Instantiation starts the Go runtime under
 `init_fuel` / `init_timeout_ms`.
+
+Beyond a verdict (see the SDK's README): `htlcgate.Hold(ms)` asks again later
+(`h.Attempt` counts the asks); `KVGet`/`KVSet`/`KVDelete` keep state (grant `kv`);
+`Channel(scid)` tells who is behind a channel (grant `node`); `BlockHeight()`
+needs no grant; a Decider with an `Outcome(*htlcgate.Outcome)` method hears how
+its HTLCs went on once main.go has `import _ "htlcgate.dev/sdk/go/outcome"`.
+Grants go in the plugin's `[[plugin]]` entry: `grants = ["kv", "node"]`.
 "#;
 
 const AS_PACKAGE: &str = r#"{
@@ -451,6 +458,14 @@ Memory is reset after every `decide` (the SDK's runtime): keep numbers in your
 Decider's fields, or allocate containers in `init` and only write into them; an
 object created during `decide` is gone after it. Limits per call: `fuel` (10 M),
 `timeout_ms` (50), `memory_mb` (64).
+
+Beyond a verdict (see the SDK's README): `Verdict.hold(ms)` asks again later
+(`htlc.attempt` counts the asks); `kvGet`/`kvSet`/`kvDelete` keep state (grant
+`kv`); `channel(scid)` tells who is behind a channel (grant `node`);
+`blockHeight()` needs no grant; a Decider that extends `Observer` hears how its
+HTLCs went on once `assembly/index.ts` also has
+`export * from "htlcgate-sdk/assembly/outcome-glue";`. Grants go in the plugin's
+`[[plugin]]` entry: `grants = ["kv", "node"]`.
 "#;
 
 #[cfg(test)]

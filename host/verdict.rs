@@ -106,12 +106,19 @@ pub enum InvalidVerdict {
     /// not what the plugin said).
     #[error("resume-modified with a zero {0} (leave it out to keep the amount)")]
     ZeroAmount(&'static str),
+    /// `hold` where a verdict was needed. A hold is answered by keeping the HTLC
+    /// held and asking again (`wasm::plugin` turns it into `Step::Hold` before
+    /// validating), never by an answer to LND.
+    #[error("hold({0} ms) is not a verdict: it keeps the HTLC held and is never sent to LND")]
+    NotAVerdict(u32),
 }
 
 /// Turns a plugin's resolution into a verdict: `Ok(None)` is "next" (no opinion).
 ///
 /// This is the one place where plugin output becomes something LND will see, so it
 /// checks every rule LND enforces plus the one it does not (the preimage hash).
+/// `hold` is not a verdict ([`InvalidVerdict::NotAVerdict`]): callers handle it
+/// before.
 pub fn validate(
     resolution: &bindings::Resolution,
     payment_hash: &[u8],
@@ -119,6 +126,7 @@ pub fn validate(
     use bindings::Resolution as R;
     Ok(Some(match resolution {
         R::Next => return Ok(None),
+        R::Hold(ms) => return Err(InvalidVerdict::NotAVerdict(*ms)),
         R::Resume => Verdict::Resume,
         R::Fail(code) => Verdict::Fail(match code {
             bindings::FailureCode::TemporaryChannelFailure => FailCode::TemporaryChannelFailure,
@@ -379,6 +387,14 @@ mod tests {
     #[test]
     fn next_is_no_verdict() {
         assert_eq!(validate(&R::Next, &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn hold_is_not_a_verdict() {
+        assert_eq!(
+            validate(&R::Hold(250), &[]).unwrap_err(),
+            InvalidVerdict::NotAVerdict(250)
+        );
     }
 
     #[test]

@@ -3,22 +3,37 @@
 //! AssemblyScript loop fixtures are cut off exactly like the Rust one; the
 //! AssemblyScript per-call reset keeps memory flat; and a chain mixing the three
 //! languages decides a stream through the mock LND.
+//!
+//! World 0.2.0 through the Go and AssemblyScript SDKs (`go-peer-hold`,
+//! `as-peer-hold`, which decide alike): `decide` sees `attempt` and a first
+//! attempt comes back as a hold; `channel` reads the node context the mock LND
+//! fills; `kv` counts round-trip through the host's store; `outcome` calls reach
+//! the plugin with every kind and field; and a module without `outcome` becomes a
+//! component without it.
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{forward, input, plugin, plugin_with};
 use htlcgate::chain::{Chain, DecidedBy};
-use htlcgate::config::{ChainConfig, PluginConfig, SandboxConfig};
+use htlcgate::circuit::Scid;
+use htlcgate::config::{ChainConfig, KvLimits, PluginConfig, SandboxConfig};
 use htlcgate::gate::Gate;
+use htlcgate::lnd::feature::Features;
+use htlcgate::lnd::node::{NodeContext, NodeOptions};
 use htlcgate::lnd::proto::routerrpc::{ForwardHtlcInterceptRequest, ResolveHoldForwardAction};
 use htlcgate::mock_lnd::{MockLnd, MockOptions};
+use htlcgate::mock_node::sample_channel;
 use htlcgate::verdict::{FailCode, Verdict};
+use htlcgate::wasm::bindings::{
+    CircuitKey as WitKey, FinalResolution, HtlcAmounts, HtlcOutcome, LinkFailure, OutcomeKind,
+};
 use htlcgate::wasm::engine::Sandbox;
 use htlcgate::wasm::fault::PluginFault;
-use htlcgate::wasm::plugin::{Plugin, Step};
+use htlcgate::wasm::plugin::{LoadError, Plugin, Step};
 use tokio::sync::{mpsc, watch};
 
 /// The three implementations of one policy.
@@ -326,4 +341,261 @@ fn a_go_plugin_starts_its_runtime_during_instantiation_under_init_fuel() {
         ),
         "{err}"
     );
+}
+
+/// The two implementations of the 0.2.0 demonstration plugin.
+const PEER_HOLDS: [&str; 2] = ["go-peer-hold", "as-peer-hold"];
+
+/// A peer-hold plugin granted what it imports, holding first attempts `hold_ms`.
+fn peer_hold(name: &str, hold_ms: &str) -> PluginConfig {
+    let mut cfg = plugin_with(name, &[("hold_ms", hold_ms)]);
+    cfg.grants = vec!["kv".into(), "node".into()];
+    cfg
+}
+
+/// The 8-byte big-endian counter under `key` in plugin `name`'s namespace (0
+/// when absent).
+fn counter(sandbox: &Sandbox, name: &str, key: &str) -> u64 {
+    let value = sandbox
+        .kv
+        .namespace(name)
+        .unwrap()
+        .get(key.as_bytes(), &KvLimits::default())
+        .unwrap();
+    match value {
+        None => 0,
+        Some(v) => u64::from_be_bytes(v.try_into().expect("an 8-byte counter")),
+    }
+}
+
+/// A forward arriving over incoming channel `chan`.
+fn forward_on(chan: u64, id: u64) -> ForwardHtlcInterceptRequest {
+    let mut req = forward(id, 1_000_000, 2_000);
+    req.incoming_circuit_key.as_mut().unwrap().chan_id = chan;
+    req
+}
+
+#[test]
+fn go_and_assemblyscript_plugins_see_the_attempt_and_a_first_attempt_comes_back_as_a_hold() {
+    for name in PEER_HOLDS {
+        let mut p = load(peer_hold(name, "250"));
+        assert_eq!(p.world_version(), "0.2.0", "{name}");
+        assert!(p.exports_outcome(), "{name}");
+        let first = input(forward(1, 1_000_000, 2_000));
+        assert_eq!(
+            p.decide(&first).0,
+            Step::Hold(Duration::from_millis(250)),
+            "{name}"
+        );
+        // Asked again after the hold: attempt 2, no opinion.
+        let again = Arc::new(first.with_attempt(2));
+        assert_eq!(p.decide(&again).0, Step::Next, "{name} on attempt 2");
+        assert_eq!(
+            p.decide(&Arc::new(first.with_attempt(7))).0,
+            Step::Next,
+            "{name} on attempt 7"
+        );
+        // hold_ms = 0 never holds.
+        let mut never = load(peer_hold(name, "0"));
+        assert_eq!(never.decide(&first).0, Step::Next, "{name} hold_ms 0");
+    }
+}
+
+#[test]
+fn a_go_or_assemblyscript_module_without_outcome_becomes_a_component_without_it() {
+    for name in ["go-fee-floor", "as-fee-floor"] {
+        let p = load(plugin_with(name, &[("base_msat", "1")]));
+        assert_eq!(p.world_version(), "0.2.0", "{name}");
+        assert!(!p.exports_outcome(), "{name} exports outcome");
+    }
+}
+
+#[test]
+fn a_go_or_assemblyscript_plugin_calling_channel_needs_the_node_grant() {
+    for name in PEER_HOLDS {
+        let mut cfg = peer_hold(name, "1");
+        cfg.grants = vec!["kv".into()];
+        match Plugin::load(&sandbox(), cfg) {
+            Err(LoadError::NotGranted { import, grant, .. }) => {
+                assert_eq!((import.as_str(), grant), ("channel", "node"), "{name}");
+            }
+            Err(other) => panic!("{name}: wrong error: {other}"),
+            Ok(_) => panic!("{name} loaded without the node grant"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_and_assemblyscript_plugins_count_htlcs_per_peer_from_the_node_context_in_kv() {
+    const A: u64 = (700_000 << 40) | (1 << 16);
+    const B: u64 = (700_001 << 40) | (2 << 16) | 1;
+    const UNKNOWN: u64 = (700_002 << 40) | (3 << 16);
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockLnd::start(MockOptions::new(dir.path())).await.unwrap();
+    mock.node()
+        .set_channels(vec![sample_channel(A), sample_channel(B)]);
+    let (stop, stop_rx) = watch::channel(false);
+    let node = NodeContext::spawn(
+        mock.endpoint(),
+        NodeOptions::default(),
+        Features::new(),
+        stop_rx,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node.channel(Scid(A)).is_none() || node.channel(Scid(B)).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the channel cache was not filled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sandbox = sandbox().with_node(node.clone());
+    let peer_key = |scid: u64| format!("peer/{}", sample_channel(scid).remote_pubkey);
+
+    for name in PEER_HOLDS {
+        let cfg = peer_hold(name, "100");
+        let mut p = Plugin::load(&sandbox, cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Two HTLCs from A's peer, one from B's, one over a channel the node does
+        // not know; the second attempts are not counted again.
+        for (id, chan) in [(0, A), (1, A), (2, B), (3, UNKNOWN)] {
+            let first = input(forward_on(chan, id));
+            assert_eq!(
+                p.decide(&first).0,
+                Step::Hold(Duration::from_millis(100)),
+                "{name}"
+            );
+            assert_eq!(p.decide(&Arc::new(first.with_attempt(2))).0, Step::Next);
+        }
+        // Each count read back what the previous call wrote.
+        assert_eq!(counter(&sandbox, name, &peer_key(A)), 2, "{name}: A's peer");
+        assert_eq!(counter(&sandbox, name, &peer_key(B)), 1, "{name}: B's peer");
+        assert_eq!(counter(&sandbox, name, "peer/unknown"), 1, "{name}");
+        // Only the plugin's own keys are in its namespace.
+        assert_eq!(sandbox.kv.namespace(name).unwrap().len(), 3, "{name}");
+    }
+
+    // Without a node context every channel is unknown.
+    for name in PEER_HOLDS {
+        let lonely = self::sandbox();
+        let mut p = Plugin::load(&lonely, peer_hold(name, "100")).unwrap();
+        p.decide(&input(forward_on(A, 9)));
+        assert_eq!(counter(&lonely, name, "peer/unknown"), 1, "{name}");
+        assert_eq!(counter(&lonely, name, &peer_key(A)), 0, "{name}");
+    }
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(30), node.join())
+        .await
+        .expect("the node context stops");
+}
+
+/// One outcome of every kind for HTLC 1:`id`, forwarded as 1,000,000 msat out.
+fn outcomes(id: u64) -> Vec<HtlcOutcome> {
+    let key = WitKey {
+        chan_id: 1,
+        htlc_id: id,
+    };
+    let out = Some(WitKey {
+        chan_id: (700_001 << 40) | (2 << 16) | 1,
+        htlc_id: 40 + id,
+    });
+    let amounts = HtlcAmounts {
+        incoming_amount_msat: 1_002_000,
+        outgoing_amount_msat: 1_000_000,
+        incoming_expiry: 800_080,
+        outgoing_expiry: 800_040,
+    };
+    let outcome = |outgoing_circuit_key, kind| HtlcOutcome {
+        incoming_circuit_key: key,
+        outgoing_circuit_key,
+        kind,
+        at_unix_ms: 1_700_000_000_000 + id,
+    };
+    vec![
+        outcome(out, OutcomeKind::Forwarded(amounts)),
+        outcome(out, OutcomeKind::Settled(vec![0xcd; 32])),
+        outcome(out, OutcomeKind::ForwardFailed),
+        outcome(
+            out,
+            OutcomeKind::LinkFailed(LinkFailure {
+                // Negative: its sign must survive the i64 slot it is joined into.
+                wire_failure_code: -1,
+                detail: "INSUFFICIENT_BALANCE".into(),
+                message: "insufficient bandwidth to route htlc".into(),
+                amounts,
+            }),
+        ),
+        outcome(
+            None,
+            OutcomeKind::Final(FinalResolution {
+                settled: true,
+                offchain: true,
+            }),
+        ),
+        outcome(
+            None,
+            OutcomeKind::Final(FinalResolution {
+                settled: false,
+                offchain: false,
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn outcome_calls_reach_go_and_assemblyscript_plugins_with_every_kind_and_field() {
+    for name in PEER_HOLDS {
+        let sandbox = sandbox();
+        let mut p = Plugin::load(&sandbox, peer_hold(name, "100")).unwrap();
+        for id in 0..3 {
+            for o in outcomes(id) {
+                let (result, cost) = p.outcome(&o);
+                assert_eq!(result, Ok(()), "{name}: {:?}", o.kind);
+                assert!(cost.fuel > 0, "{name}: the plugin was not called");
+            }
+        }
+        for (key, want) in [
+            ("outcome/forwarded", 3),
+            ("forwarded-msat", 3_000_000),
+            ("outcome/settled", 3),
+            ("outcome/forward-failed", 3),
+            ("outcome/link-failed", 3),
+            ("link-failed/INSUFFICIENT_BALANCE", 3),
+            ("outcome/final/settled", 3),
+            ("outcome/final/failed", 3),
+        ] {
+            assert_eq!(counter(&sandbox, name, key), want, "{name}: {key}");
+        }
+        // Outcomes between decides leave the plugin deciding as before.
+        let first = input(forward(5, 1_000_000, 2_000));
+        assert_eq!(p.decide(&first).0, Step::Hold(Duration::from_millis(100)));
+    }
+}
+
+#[test]
+fn a_go_and_an_assemblyscript_plugins_memory_stays_bounded_across_outcomes() {
+    // Strings and lists the host writes for each outcome live in per-call memory
+    // that `outcome` (which has no post-return) must release itself.
+    for name in PEER_HOLDS {
+        let mut cfg = peer_hold(name, "100");
+        cfg.memory_bytes = if name.starts_with("go") {
+            32 << 20
+        } else {
+            1 << 20
+        };
+        let sandbox = sandbox();
+        let mut p = Plugin::load(&sandbox, cfg).unwrap();
+        let mut long = outcomes(0)[3].clone();
+        if let OutcomeKind::LinkFailed(f) = &mut long.kind {
+            f.message = "x".repeat(16 << 10);
+        }
+        for i in 0..2_000 {
+            let (result, _) = p.outcome(&long);
+            assert_eq!(result, Ok(()), "{name}: call {i}");
+        }
+        assert_eq!(
+            counter(&sandbox, name, "outcome/link-failed"),
+            2_000,
+            "{name}"
+        );
+    }
 }

@@ -273,6 +273,8 @@ fn circuit_key() -> impl Strategy<Value = CircuitKey> {
 fn should_accept(res: &Resolution, payment_hash: &[u8]) -> bool {
     match res {
         Resolution::Next | Resolution::Resume | Resolution::Fail(_) => true,
+        // 0.2.0's hold is not a verdict: never sent to LND.
+        Resolution::Hold(_) => false,
         Resolution::Settle(p) => p.len() == 32 && Sha256::digest(p).as_slice() == payment_hash,
         Resolution::ResumeModified(m) => {
             let mut keys: Vec<u64> = m.out_wire_custom_records.iter().map(|r| r.key).collect();
@@ -340,7 +342,7 @@ proptest! {
         prop_assert!(!matches!(res, Resolution::Next));
         let resp = verdict.to_response(key);
         match &res {
-            Resolution::Next => unreachable!(),
+            Resolution::Next | Resolution::Hold(_) => unreachable!(),
             Resolution::Resume => prop_assert_eq!(resp.action, RESUME),
             Resolution::Fail(code) => {
                 prop_assert_eq!(resp.action, FAIL);

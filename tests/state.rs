@@ -4,11 +4,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::plugin_with;
+use common::process::{spawn, wait_for_line};
 use htlcgate::chain::Chain;
 use htlcgate::config::{KvLimits, SandboxConfig};
 use htlcgate::lnd::proto::routerrpc::ResolveHoldForwardAction as A;
@@ -83,35 +82,6 @@ fn new_version(bytes: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
-fn spawn(cfg: &Path, log: &Path) -> tokio::process::Child {
-    let file = std::fs::File::create(log).unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_htlcgate"))
-        .arg("--config")
-        .arg(cfg)
-        .env("RUST_LOG", "info")
-        // Logs go to stdout (or stderr for some commands): keep both.
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_for_line(log: &Path, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` in the log:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `rate-limit` (3 per channel per hour) counts 3 HTLCs, is swapped for a new
 /// version, counts on, htlcgate is killed with SIGKILL and restarted: each step
 /// continues from the counters the previous one left.
@@ -148,7 +118,7 @@ async fn rate_limit_counters_survive_a_hot_swap_and_a_kill_9_restart() {
         sent
     };
 
-    let mut first = spawn(&cfg, &log1);
+    let mut first = spawn(&cfg, &log1, "info");
     mock.wait_connected(Duration::from_secs(30)).await.unwrap();
     for id in 0..4 {
         send(7, id);
@@ -170,7 +140,7 @@ async fn rate_limit_counters_survive_a_hot_swap_and_a_kill_9_restart() {
 
     first.start_kill().unwrap(); // SIGKILL: no shutdown code runs
     first.wait().await.unwrap();
-    let mut second = spawn(&cfg, &log2);
+    let mut second = spawn(&cfg, &log2, "info");
     mock.wait_connects(2, Duration::from_secs(30))
         .await
         .unwrap();

@@ -75,9 +75,62 @@ fn componentize_names_a_stray_import_and_the_asc_flag_that_removes_it() {
 }
 
 #[test]
+fn componentize_names_an_outcome_export_of_the_wrong_shape_and_the_sdk_import_that_fixes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(
+        &core,
+        wat::parse_str(
+            r#"(module
+                (memory (export "memory") 1)
+                (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 8))
+                (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+                (func (export "decide") (param i32) (result i32) (i32.const 16))
+                (func (export "outcome") (param i32)))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let out_path = dir.path().join("plugin.wasm");
+    let out = htlcgate(&[
+        "componentize",
+        core.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        msg.contains("export `outcome` is func (i32)")
+            && msg.contains("htlcgate.dev/sdk/go/outcome")
+            && msg.contains("htlcgate-sdk/assembly/outcome-glue"),
+        "{msg}"
+    );
+    assert!(!out_path.exists(), "wrote a component anyway");
+}
+
+#[test]
 fn componentize_turns_the_go_and_assemblyscript_core_modules_into_loadable_plugins() {
     let core_dir = common::plugins_dir().join("core");
     let dir = tempfile::tempdir().unwrap();
+    // The 0.2.0 demonstrations (imports kv and channel, exports outcome) need
+    // grants to load; `componentize` itself takes them as they are.
+    for name in ["go-peer-hold", "as-peer-hold"] {
+        let core = core_dir.join(format!("{name}.core.wasm"));
+        let out_path = dir.path().join(format!("{name}.wasm"));
+        let out = htlcgate(&[
+            "componentize",
+            core.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("htlcgate:plugin@0.2.0"),
+            "{}",
+            text(&out)
+        );
+    }
     for name in ["go-fee-floor", "as-fee-floor"] {
         let core = core_dir.join(format!("{name}.core.wasm"));
         let out_path = dir.path().join(format!("{name}.wasm"));
@@ -230,7 +283,7 @@ fn the_go_and_assemblyscript_sdks_pass_their_own_tests() {
     // build-plugins (via plugins_dir) installs the AssemblyScript compiler.
     common::plugins_dir();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["sdk/go", "plugins/go-fee-floor"] {
+    for dir in ["sdk/go", "plugins/go-fee-floor", "plugins/go-peer-hold"] {
         let out = run_in(&repo.join(dir), "go", &["test", "./..."]);
         assert!(out.status.success(), "{dir}: {}", text(&out));
     }

@@ -69,6 +69,11 @@ pub fn component(wit: &Path, world: &str, with_init: bool) -> anyhow::Result<Vec
     let world = resolve
         .select_world(&[package], Some(world))
         .with_context(|| format!("empty decide: world {world} in {}", wit.display()))?;
+    // htlcgate's optional `outcome` export: the empty plugin does not have it
+    // (as `htlcgate componentize` does for a module without it).
+    resolve.worlds[world]
+        .exports
+        .shift_remove(&wit_parser::WorldKey::Name("outcome".into()));
     wit_component::embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)
         .context("empty decide: embedding the world")?;
     ComponentEncoder::default()

@@ -1,9 +1,11 @@
 //! Arbitrary bytes loaded as a plugin: `Plugin::from_bytes` returns a plugin or a
 //! `LoadError` naming it, never panics. A plugin that loads is asked about one HTLC
-//! twice; each call gives a step (next, a verdict or a fault), never a panic, and
-//! the fault bookkeeping holds: a call never uses more fuel than it was given, the
-//! HTLC (whose preimage nobody knows) is never settled, and two faults in a row
-//! quarantine the plugin (`max_faults = 2`).
+//! twice; each call gives a step (next, a verdict, a hold or a fault), never a
+//! panic, and the fault bookkeeping holds: a call never uses more fuel than it was
+//! given, the HTLC (whose preimage nobody knows) is never settled, a hold is at
+//! least 1 ms, and two faults in a row quarantine the plugin (`max_faults = 2`).
+//! A plugin exporting `outcome` is then told one outcome: a fault there never
+//! quarantines it.
 //!
 //! Limits are low (fuel, memory, time) so that a component that loads cannot make
 //! one run slow. scripts/fuzz seeds the corpus with real plugin components, so
@@ -16,6 +18,7 @@ use std::time::Duration;
 use htlcgate::config::{PluginConfig, SandboxConfig};
 use htlcgate::lnd::proto::routerrpc::{CircuitKey, ForwardHtlcInterceptRequest};
 use htlcgate::verdict::Verdict;
+use htlcgate::wasm::bindings::{CircuitKey as WitKey, HtlcOutcome, OutcomeKind};
 use htlcgate::wasm::engine::Sandbox;
 use htlcgate::wasm::input::HtlcInput;
 use htlcgate::wasm::plugin::{LoadError, Plugin, Step};
@@ -37,8 +40,24 @@ fn config() -> PluginConfig {
     cfg.memory_bytes = 16 << 20;
     cfg.max_faults = 2;
     // Granted, so that a component importing it gets as far as `decide`.
-    cfg.grants = vec!["onion-blob".into()];
+    cfg.grants = vec!["onion-blob".into(), "node".into()];
     cfg
+}
+
+/// An outcome of the fuzzed HTLC: it failed downstream.
+fn outcome() -> HtlcOutcome {
+    HtlcOutcome {
+        incoming_circuit_key: WitKey {
+            chan_id: 0x000c_3500_0001_0000,
+            htlc_id: 7,
+        },
+        outgoing_circuit_key: Some(WitKey {
+            chan_id: 0x000c_3500_0002_0000,
+            htlc_id: 3,
+        }),
+        kind: OutcomeKind::ForwardFailed,
+        at_unix_ms: 1_700_000_000_000,
+    }
 }
 
 /// A forward whose payment hash has no known preimage: no valid settle exists.
@@ -103,6 +122,9 @@ fuzz_target!(|data: &[u8]| {
                 "settled with a preimage nobody knows: {v:?}"
             );
         }
+        if let Step::Hold(after) = &step {
+            assert!(*after >= Duration::from_millis(1), "hold of {after:?}");
+        }
         steps.push(step);
     }
     match (&steps[0], &steps[1]) {
@@ -115,8 +137,25 @@ fuzz_target!(|data: &[u8]| {
         (_, Step::Quarantined) => panic!("quarantined without a fault: {steps:?}"),
         // One fault: quarantined only if its instance could not be rebuilt.
         (_, Step::Fault(f)) if f.poisons_instance() => {}
-        (_, Step::Fault(_) | Step::Next | Step::Verdict(_)) => {
+        (_, Step::Fault(_) | Step::Next | Step::Verdict(_) | Step::Hold(_)) => {
             assert!(!plugin.is_quarantined(), "quarantined after {steps:?}")
         }
+    }
+    let quarantined = plugin.is_quarantined();
+    let (result, cost) = plugin.outcome(&outcome());
+    assert!(
+        cost.fuel <= fuel,
+        "{} fuel used of {fuel} in outcome",
+        cost.fuel
+    );
+    if !plugin.exports_outcome() || quarantined {
+        assert_eq!(result, Ok(()), "outcome called without the export");
+    }
+    if let Err(f) = &result {
+        // Only a trapped instance that cannot be rebuilt quarantines.
+        assert!(
+            !plugin.is_quarantined() || f.poisons_instance(),
+            "quarantined by an outcome fault {f:?}"
+        );
     }
 });

@@ -1,6 +1,7 @@
 //! Arbitrary bytes as LND's `ForwardHtlcInterceptRequest`, decoded with prost as the
 //! stream's codec does, then converted by `HtlcInput::from_request` into the WIT
-//! `htlc` record every plugin is handed.
+//! `htlc` record every plugin is handed (world 0.2.0, and 0.1.0's copy for older
+//! plugins).
 //!
 //! No panic; the only error is a missing circuit key, and every field must be carried
 //! over unchanged. Both structs are destructured without `..`, so a field added to
@@ -92,7 +93,64 @@ fuzz_target!(|data: &[u8]| {
         auto_fail_height: r_auto_fail_height,
         in_wire_custom_records: r_in_wire_custom_records,
         outgoing_requested_node_id: r_outgoing_requested_node_id,
+        attempt,
     } = &input.record;
+    // The first ask; a re-ask after a hold is a copy with only the attempt changed.
+    assert_eq!(*attempt, 1);
+    let again = input.with_attempt(2);
+    assert_eq!(again.record.attempt, 2);
+    let mut back = again.record.clone();
+    back.attempt = 1;
+    assert_eq!(
+        back, input.record,
+        "with_attempt changed more than the attempt"
+    );
+    // 0.1.0 plugins see the same HTLC without `attempt`.
+    let old = input.record_v01();
+    assert_eq!(
+        (
+            old.incoming_circuit_key.chan_id,
+            old.incoming_circuit_key.htlc_id
+        ),
+        (chan_id, htlc_id)
+    );
+    assert_eq!(
+        (old.incoming_amount_msat, old.outgoing_amount_msat),
+        (incoming_amount_msat, outgoing_amount_msat)
+    );
+    assert_eq!(
+        (
+            old.incoming_expiry,
+            old.outgoing_expiry,
+            old.auto_fail_height
+        ),
+        (incoming_expiry, outgoing_expiry, auto_fail_height)
+    );
+    assert_eq!(old.payment_hash, payment_hash);
+    assert_eq!(old.outgoing_requested_chan_id, outgoing_requested_chan_id);
+    assert_eq!(old.onion_blob_size, *onion_blob_size);
+    assert_eq!(
+        &old.outgoing_requested_node_id,
+        r_outgoing_requested_node_id
+    );
+    let old_records = |rs: &[htlcgate::wasm::v01::bindings::CustomRecord]| {
+        rs.iter()
+            .map(|r| (r.key, r.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    let new_records = |rs: &[CustomRecord]| {
+        rs.iter()
+            .map(|r| (r.key, r.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        old_records(&old.custom_records),
+        new_records(r_custom_records)
+    );
+    assert_eq!(
+        old_records(&old.in_wire_custom_records),
+        new_records(r_in_wire_custom_records)
+    );
     assert_eq!((*wit_chan, *wit_htlc), (chan_id, htlc_id));
     assert_eq!(*r_incoming_amount_msat, incoming_amount_msat);
     assert_eq!(*r_incoming_expiry, incoming_expiry);

@@ -58,6 +58,8 @@ enum Res {
         /// (more than fit in one message, even with the shortest valid keys).
         bulk: Option<Bulk>,
     },
+    /// 0.2.0's `hold(ms)`: not a verdict, always refused by `validate`.
+    Hold(u32),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -160,6 +162,7 @@ fn resolution(r: Res) -> Resolution {
         Res::Fail(c) => Resolution::Fail(code(c)),
         Res::Settle(p) => Resolution::Settle(p),
         Res::Settle32(p) => Resolution::Settle(p.to_vec()),
+        Res::Hold(ms) => Resolution::Hold(ms),
         Res::ResumeModified {
             in_amount_msat,
             out_amount_msat,
@@ -233,6 +236,8 @@ fn violations(res: &Resolution, hash: &[u8]) -> Vec<InvalidVerdict> {
     let mut v = Vec::new();
     match res {
         Resolution::Next | Resolution::Resume | Resolution::Fail(_) => {}
+        // A hold keeps the HTLC held: never an answer to LND.
+        Resolution::Hold(ms) => v.push(InvalidVerdict::NotAVerdict(*ms)),
         Resolution::Settle(p) => {
             // LND ends the stream on a preimage that is not 32 bytes; a wrong one
             // loses the forwarded amount.
@@ -284,7 +289,8 @@ fn expected_response(res: &Resolution, key: CircuitKey) -> Option<ForwardHtlcInt
         ..Default::default()
     };
     match res {
-        Resolution::Next => return None,
+        // `hold` is refused before any response is built (see `violations`).
+        Resolution::Next | Resolution::Hold(_) => return None,
         Resolution::Resume => r.action = Action::Resume as i32,
         Resolution::Fail(c) => {
             r.action = Action::Fail as i32;

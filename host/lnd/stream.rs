@@ -128,8 +128,10 @@ pub async fn serve_once(
             _ = shutdown.changed() => break,
         }
     }
-    // Shutdown: read no more requests (new HTLCs stay with LND), answer those in
-    // flight, then end our half of the stream.
+    // Shutdown: read no more requests (new HTLCs stay with LND), end the holds
+    // (each gets its holder's on_hold_expiry verdict), answer those in flight,
+    // then end our half of the stream.
+    gate.end_holds();
     let unanswered = gate.drain(gen, gate_drain_limit(gate)).await;
     // Dropping the gate's sender ends our half of the stream after the queued
     // answers; LND then ends its half. Wait for that (briefly) so that the answers

@@ -17,6 +17,7 @@ use crate::wasm::cache::{CacheOutcome, CompileCache};
 
 use crate::config::SandboxConfig;
 use crate::kv::KvStore;
+use crate::lnd::node::NodeContext;
 
 /// One epoch tick: the granularity of every wall-clock deadline.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -35,6 +36,9 @@ pub struct Sandbox {
     pub cache: Option<CompileCache>,
     /// Plugin key-value state (memory only unless set with [`Sandbox::with_kv`]).
     pub kv: KvStore,
+    /// The node context behind the `channel` and `block-height` imports; `None`
+    /// (both answer none) unless set with [`Sandbox::with_node`].
+    pub node: Option<NodeContext>,
     /// Keeps the ticker alive; the ticker stops when the last `Sandbox` is dropped.
     _ticker: Arc<Ticker>,
 }
@@ -89,6 +93,7 @@ impl Sandbox {
             engine,
             cache,
             kv: KvStore::memory(),
+            node: None,
             _ticker: Arc::new(Ticker { stop }),
         })
     }
@@ -97,6 +102,13 @@ impl Sandbox {
     /// it survives restarts and is durable before the verdicts that depend on it).
     pub fn with_kv(mut self, kv: KvStore) -> Sandbox {
         self.kv = kv;
+        self
+    }
+
+    /// The same sandbox with plugins' `channel` and `block-height` imports answered
+    /// from `node` (memory reads: a plugin never waits on LND).
+    pub fn with_node(mut self, node: NodeContext) -> Sandbox {
+        self.node = Some(node);
         self
     }
 

@@ -1,6 +1,9 @@
 //! What a plugin's store holds and what it may call: the world's host imports (log,
-//! clock, onion blob, key-value state), WASI with nothing granted, and the memory
-//! limiter.
+//! clock, onion blob, key-value state, node context), WASI with nothing granted, and
+//! the memory limiter.
+//!
+//! The imports are implemented once, for world 0.2.0 ([`DeciderImports`]); 0.1.0
+//! plugins reach the same code through `wasm::v01`.
 //!
 //! WASI is linked only so that components from other toolchains (Go and
 //! AssemblyScript through the preview-1 adapter, Rust's std) load: the context has no
@@ -18,7 +21,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::KvLimits;
 use crate::kv::{KvError, Namespace};
-use crate::wasm::bindings::{DeciderImports, KvError as WitKvError, LogLevel};
+use crate::lnd::node::NodeContext;
+use crate::wasm::bindings::{ChannelInfo, DeciderImports, KvError as WitKvError, LogLevel};
 use crate::wasm::input::HtlcInput;
 
 /// Longest log line kept; the rest is cut.
@@ -172,10 +176,14 @@ pub struct PluginState {
     pub memory: MemoryCap,
     /// The log rate limiter, shared with stdout/stderr.
     pub log: Arc<Mutex<LogLimiter>>,
-    /// The HTLC being decided, for the `onion-blob` import.
+    /// The HTLC being decided, for the `onion-blob` import (`None` outside
+    /// `decide`, `outcome` included).
     pub current: Option<Arc<HtlcInput>>,
     /// The plugin's key-value namespace and its limits, when granted `kv`.
     pub kv: Option<(Arc<Namespace>, KvLimits)>,
+    /// The node context for `channel` and `block-height`, when the sandbox has
+    /// one.
+    pub node: Option<NodeContext>,
 }
 
 impl PluginState {
@@ -208,6 +216,7 @@ impl PluginState {
             log,
             current: None,
             kv: None,
+            node: None,
         }
     }
 
@@ -280,6 +289,14 @@ impl DeciderImports for PluginState {
 
     fn kv_delete(&mut self, key: Vec<u8>) -> Result<bool, WitKvError> {
         self.with_kv("delete", |ns, l| ns.delete(&key, l))
+    }
+
+    fn channel(&mut self, chan_id: u64) -> Option<ChannelInfo> {
+        crate::wasm::node::channel(self.node.as_ref(), chan_id)
+    }
+
+    fn block_height(&mut self) -> Option<u32> {
+        crate::wasm::node::block_height(self.node.as_ref())
     }
 }
 

@@ -1,19 +1,30 @@
 //! One intercepted HTLC, converted once into the WIT record that every plugin of the
 //! chain is handed (by reference: no copy per plugin).
+//!
+//! The record is 0.2.0's. Plugins built for 0.1.0 get the 0.1.0 record, built on
+//! the first call of such a plugin and then shared the same way, so a chain of
+//! 0.2.0 plugins never pays for it.
+
+use std::sync::OnceLock;
 
 use crate::circuit::CircuitKey;
 use crate::lnd::proto::routerrpc::ForwardHtlcInterceptRequest;
 use crate::wasm::bindings::{CircuitKey as WitKey, CustomRecord, Htlc};
+use crate::wasm::v01;
 
 /// An HTLC as the chain sees it.
 #[derive(Clone, Debug)]
 pub struct HtlcInput {
     /// Its circuit key.
     pub key: CircuitKey,
-    /// The record passed to `decide`.
+    /// The record passed to `decide` (world 0.2.0).
     pub record: Htlc,
     /// The onion blob, handed out only through the `onion-blob` import.
     pub onion_blob: Vec<u8>,
+    /// `record` as world 0.1.0's `htlc`, built on first use by a 0.1.0 plugin.
+    /// Never changed afterwards: `record` must not be changed once it is built
+    /// (use [`HtlcInput::with_attempt`], whose change 0.1.0 does not see).
+    v01: OnceLock<v01::bindings::Htlc>,
 }
 
 /// Why a request from LND cannot be decided.
@@ -63,12 +74,28 @@ impl HtlcInput {
             } else {
                 Some(req.outgoing_requested_node_id)
             },
+            attempt: 1,
         };
         Ok(HtlcInput {
             key,
             record,
             onion_blob: req.onion_blob,
+            v01: OnceLock::new(),
         })
+    }
+
+    /// The same HTLC for the chain's `attempt`-th ask about it (1 the first time,
+    /// n + 1 after n holds): a copy with `record.attempt` set.
+    pub fn with_attempt(&self, attempt: u32) -> HtlcInput {
+        let mut input = self.clone();
+        input.record.attempt = attempt;
+        input
+    }
+
+    /// The record as world 0.1.0's `htlc` (without `attempt`), for 0.1.0 plugins:
+    /// converted on the first call, then shared.
+    pub fn record_v01(&self) -> &v01::bindings::Htlc {
+        self.v01.get_or_init(|| v01::htlc(&self.record))
     }
 }
 
@@ -76,6 +103,7 @@ impl HtlcInput {
 mod tests {
     use super::*;
     use crate::lnd::proto::routerrpc::CircuitKey as ProtoKey;
+    use crate::mock_lnd::sample_request;
 
     #[test]
     fn request_without_key_is_refused() {
@@ -113,6 +141,36 @@ mod tests {
         assert_eq!(
             (i.record.incoming_expiry, i.record.outgoing_expiry),
             (500, 460)
+        );
+        assert_eq!(i.record.attempt, 1);
+    }
+
+    #[test]
+    fn with_attempt_changes_only_the_attempt() {
+        let i = HtlcInput::from_request(sample_request(3, 4)).unwrap();
+        let again = i.with_attempt(3);
+        assert_eq!(again.record.attempt, 3);
+        assert_eq!(i.record.attempt, 1);
+        let mut back = again.record.clone();
+        back.attempt = 1;
+        assert_eq!(format!("{back:?}"), format!("{:?}", i.record));
+        assert_eq!(again.onion_blob, i.onion_blob);
+        assert_eq!(again.key, i.key);
+    }
+
+    #[test]
+    fn the_01_record_is_built_once_and_matches() {
+        let i = HtlcInput::from_request(sample_request(3, 4)).unwrap();
+        let first: *const _ = i.record_v01();
+        assert!(std::ptr::eq(first, i.record_v01()));
+        let r = i.record_v01();
+        assert_eq!(r.incoming_amount_msat, i.record.incoming_amount_msat);
+        assert_eq!(r.payment_hash, i.record.payment_hash);
+        // A copy for a later attempt keeps the same 0.1.0 record.
+        let again = i.with_attempt(2);
+        assert_eq!(
+            format!("{:?}", again.record_v01()),
+            format!("{:?}", i.record_v01())
         );
     }
 }

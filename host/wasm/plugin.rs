@@ -1,28 +1,29 @@
 //! One plugin: its compiled component, its long-lived sandboxed instance, and the
 //! bookkeeping that turns misbehaviour into faults and quarantine.
 //!
-//! The component is compiled and pre-instantiated once at load ([`Plugin::load`]);
-//! `decide` runs on one long-lived instance, with fuel, an epoch deadline and a
-//! memory cap set per call. After a trap the instance is thrown away and rebuilt
-//! (wasmtime refuses to re-enter a component instance that trapped, and its memory
-//! may be half-written).
+//! The component is compiled and pre-instantiated once at load ([`Plugin::load`]),
+//! against world 0.2.0 or, failing that, the frozen 0.1.0 (`wasm::world`);
+//! `decide` and `outcome` run on one long-lived instance, with fuel, an epoch
+//! deadline and a memory cap set per call. After a trap the instance is thrown
+//! away and rebuilt (wasmtime refuses to re-enter a component instance that
+//! trapped, and its memory may be half-written).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::Linker;
 use wasmtime::Store;
 
 use crate::config::PluginConfig;
 use crate::kv::Namespace;
 use crate::verdict::{self, Verdict};
-use crate::wasm::bindings::{Decider, DeciderPre};
+use crate::wasm::bindings::{HtlcOutcome, Resolution};
 use crate::wasm::engine::{ticks, Sandbox};
 use crate::wasm::fault::PluginFault;
 use crate::wasm::grants;
 use crate::wasm::imports::{LogLimiter, PluginState};
 use crate::wasm::input::HtlcInput;
+use crate::wasm::world::{Exports, Pre, PrepareError};
 use sha2::Digest;
 
 /// Why a plugin could not be loaded. Each names the plugin, the file and the fix.
@@ -56,15 +57,16 @@ pub enum LoadError {
         /// The compiler's message.
         reason: String,
     },
-    /// The component does not implement the `htlcgate:plugin/decider` world, or
-    /// imports something htlcgate does not grant.
-    #[error("plugin `{plugin}` ({path}): does not fit the htlcgate:plugin@0.1.0 `decider` world: {reason}; build it against wit/plugin.wit (the SDKs do)")]
+    /// The component implements neither version of the `decider` world
+    /// (`htlcgate:plugin@0.2.0` nor `@0.1.0`), or imports something htlcgate does
+    /// not provide.
+    #[error("plugin `{plugin}` ({path}): fits neither the htlcgate:plugin@0.2.0 nor the htlcgate:plugin@0.1.0 `decider` world: {reason}; build it against wit/plugin.wit (0.2.0, what the SDKs use) or wit/v0.1/plugin.wit (0.1.0)")]
     WrongWorld {
         /// Plugin name.
         plugin: String,
         /// Its file.
         path: PathBuf,
-        /// Which import or export does not match.
+        /// Which import or export does not match, for each version.
         reason: String,
     },
     /// The file's sha256 is not the configured one.
@@ -136,6 +138,9 @@ pub enum Step {
     Fault(PluginFault),
     /// The plugin is quarantined and was not called; its `on_fault` applies.
     Quarantined,
+    /// The plugin answered `hold(ms)`: keep the HTLC held and ask this plugin
+    /// again after this long (at least 1 ms). Not a verdict and not a fault.
+    Hold(Duration),
 }
 
 /// The cost of one call.
@@ -149,7 +154,7 @@ pub struct Cost {
 
 struct Live {
     store: Store<PluginState>,
-    bindings: Decider,
+    exports: Exports,
 }
 
 /// A loaded plugin: compiled, instantiated and `init`ed.
@@ -159,7 +164,7 @@ pub struct Plugin {
     /// Its name, shared with log lines.
     pub name: Arc<str>,
     sandbox: Sandbox,
-    pre: DeciderPre<PluginState>,
+    pre: Pre,
     live: Option<Live>,
     /// The log rate limiter, shared by every instance this plugin gets.
     log: Arc<std::sync::Mutex<LogLimiter>>,
@@ -173,18 +178,6 @@ pub struct Plugin {
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 /// A core module header (version 1).
 const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
-
-/// The linker every plugin gets: WASI preview 2 with an empty context, plus the
-/// world's own imports.
-fn linker(sandbox: &Sandbox) -> wasmtime::Result<Linker<PluginState>> {
-    let mut linker = Linker::new(&sandbox.engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    Decider::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(
-        &mut linker,
-        |s| s,
-    )?;
-    Ok(linker)
-}
 
 impl Plugin {
     /// Reads, compiles, links, instantiates and `init`s a plugin.
@@ -245,18 +238,24 @@ impl Plugin {
                 }
             }
         }
-        let linker = linker(sandbox).map_err(|e| LoadError::Invalid {
-            plugin: plugin.clone(),
-            path: path.clone(),
-            reason: format!("{e:#}"),
+        let pre = Pre::new(sandbox, &component).map_err(|e| match e {
+            PrepareError::Linker(reason) => LoadError::Invalid {
+                plugin: plugin.clone(),
+                path: path.clone(),
+                reason,
+            },
+            e @ PrepareError::Neither { .. } => LoadError::WrongWorld {
+                plugin: plugin.clone(),
+                path: path.clone(),
+                reason: e.to_string(),
+            },
         })?;
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            plugin: plugin.clone(),
-            path: path.clone(),
-            reason: format!("{e:#}"),
-        };
-        let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
-        let pre = DeciderPre::new(instance_pre).map_err(wrong_world)?;
+        tracing::debug!(
+            plugin = %plugin,
+            world = pre.version(),
+            outcome = pre.exports_outcome(),
+            "plugin linked"
+        );
         let name: Arc<str> = Arc::from(cfg.name.as_str());
         let log = Arc::new(std::sync::Mutex::new(LogLimiter::new(name.clone())));
         let kv = if cfg.grants.iter().any(|g| g == "kv") {
@@ -298,6 +297,7 @@ impl Plugin {
         let mut state =
             PluginState::new(self.name.clone(), self.cfg.memory_bytes, self.log.clone());
         state.kv = self.kv.clone().map(|ns| (ns, self.cfg.kv));
+        state.node = self.sandbox.node.clone();
         let mut store = Store::new(&self.sandbox.engine, state);
         store.limiter(|s| &mut s.memory);
         store.set_fuel(self.cfg.init_fuel).expect("fuel is enabled");
@@ -314,7 +314,7 @@ impl Plugin {
         };
         // Instantiation runs the guest's start-up code (the Go runtime's, for Go
         // plugins), so it shares init's fuel and deadline.
-        let bindings = match self.pre.instantiate(&mut store) {
+        let exports = match self.pre.instantiate(&mut store) {
             Ok(b) => b,
             Err(e) => {
                 let f = classify(&store, &e);
@@ -330,7 +330,7 @@ impl Plugin {
                 });
             }
         };
-        match bindings.call_init(&mut store, &self.cfg.config) {
+        match exports.call_init(&mut store, &self.cfg.config) {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
                 return Err(LoadError::InitRefused {
@@ -341,12 +341,23 @@ impl Plugin {
             }
             Err(e) => return Err(fault(classify(&store, &e))),
         }
-        Ok(Live { store, bindings })
+        Ok(Live { store, exports })
     }
 
     /// Whether the plugin is quarantined (not called; its `on_fault` applies).
     pub fn is_quarantined(&self) -> bool {
         self.quarantined
+    }
+
+    /// The version of the plugin world the component was built for: `"0.2.0"`
+    /// or `"0.1.0"`.
+    pub fn world_version(&self) -> &'static str {
+        self.pre.version()
+    }
+
+    /// Whether the component exports `outcome` (a 0.1.0 plugin never does).
+    pub fn exports_outcome(&self) -> bool {
+        self.pre.exports_outcome()
     }
 
     /// Asks the plugin about one HTLC. Never panics and never blocks longer than the
@@ -357,12 +368,16 @@ impl Plugin {
             return (Step::Quarantined, Cost::default());
         }
         let started = Instant::now();
-        let (result, fuel_used) = self.call(input);
+        let (result, fuel_used) = self.call(Some(input.clone()), |exports, store| {
+            exports.call_decide(store, input)
+        });
         let cost = Cost {
             fuel: fuel_used,
             elapsed: started.elapsed(),
         };
         let step = match result {
+            // Not a verdict: validate never sees it.
+            Ok(Resolution::Hold(ms)) => Step::Hold(Duration::from_millis(u64::from(ms.max(1)))),
             Ok(resolution) => match verdict::validate(&resolution, &input.record.payment_hash) {
                 Ok(Some(v)) => Step::Verdict(v),
                 Ok(None) => Step::Next,
@@ -392,10 +407,42 @@ impl Plugin {
         (step, cost)
     }
 
-    fn call(
+    /// Tells the plugin what happened to a forward (its `outcome` export), under
+    /// the same fuel, deadline and memory cap as `decide`. Does nothing (and
+    /// costs nothing) for a plugin without the export, 0.1.0 plugins included,
+    /// and for a quarantined plugin.
+    ///
+    /// A fault is returned for the caller to log and count: it never affects a
+    /// verdict and does not count toward quarantine. A trap still replaces the
+    /// instance, as in `decide` (the plugin is quarantined only if that fails).
+    pub fn outcome(&mut self, outcome: &HtlcOutcome) -> (Result<(), PluginFault>, Cost) {
+        if self.quarantined || !self.exports_outcome() {
+            return (Ok(()), Cost::default());
+        }
+        let started = Instant::now();
+        let (result, fuel_used) =
+            self.call(None, |exports, store| exports.call_outcome(store, outcome));
+        let cost = Cost {
+            fuel: fuel_used,
+            elapsed: started.elapsed(),
+        };
+        if let Err(fault) = &result {
+            if fault.poisons_instance() {
+                self.live = None;
+                self.restart();
+            }
+        }
+        (result, cost)
+    }
+
+    /// Runs one call into the live instance under the per-call limits, with
+    /// `current` as the HTLC the `onion-blob` import reads; returns its result
+    /// and the fuel it used.
+    fn call<T>(
         &mut self,
-        input: &Arc<HtlcInput>,
-    ) -> (Result<crate::wasm::bindings::Resolution, PluginFault>, u64) {
+        current: Option<Arc<HtlcInput>>,
+        f: impl FnOnce(&Exports, &mut Store<PluginState>) -> wasmtime::Result<T>,
+    ) -> (Result<T, PluginFault>, u64) {
         let Some(live) = self.live.as_mut() else {
             return (
                 Err(PluginFault::NoInstance {
@@ -407,8 +454,8 @@ impl Plugin {
         let store = &mut live.store;
         store.set_fuel(self.cfg.fuel).expect("fuel is enabled");
         store.set_epoch_deadline(ticks(self.cfg.timeout));
-        store.data_mut().current = Some(input.clone());
-        let r = live.bindings.call_decide(&mut *store, &input.record);
+        store.data_mut().current = current;
+        let r = f(&live.exports, store);
         store.data_mut().current = None;
         let used = self.cfg.fuel - store.get_fuel().unwrap_or(0);
         match r {

@@ -2,8 +2,9 @@
 //
 // htlcgate holds LND's HTLC interceptor stream and asks a chain of sandboxed
 // WebAssembly components what to do with each forwarded HTLC. A plugin is one
-// such component (world `decider` of wit/plugin.wit). This package holds the
-// hand-written canonical-ABI glue for that world, so a plugin is plain Go:
+// such component (world `decider` of wit/plugin.wit, htlcgate:plugin@0.2.0).
+// This package holds the hand-written canonical-ABI glue for that world, so a
+// plugin is plain Go:
 //
 //	package main
 //
@@ -45,8 +46,15 @@
 //     Decider may keep state in its fields. It is limited by fuel, wall-clock
 //     time and memory. A panic traps the instance and htlcgate replaces it
 //     (running init again), so state is best-effort.
-//   - Next means "no opinion": the following plugin decides. Any other Verdict
-//     ends the chain.
+//   - Next means "no opinion": the following plugin decides. Hold(ms) keeps
+//     the HTLC held and asks this plugin again later, with Htlc.Attempt one
+//     higher. Any other Verdict ends the chain.
+//   - KVGet, KVSet and KVDelete keep state in the plugin's own namespace
+//     (grant `kv`); Channel describes a channel of this node (grant `node`);
+//     BlockHeight needs no grant.
+//   - A Decider that is also an OutcomeObserver hears how its HTLCs went on,
+//     when the plugin imports htlcgate.dev/sdk/go/outcome (which makes the
+//     module export the world's optional `outcome`).
 //   - Goroutines only run while a call is in progress, and a call must not
 //     block waiting for one (the runtime aborts with "all goroutines are
 //     asleep").
@@ -54,7 +62,9 @@
 // # Testing on the host
 //
 // Everything except the host imports is plain Go that also builds for the
-// build machine: build HTLCs with NewHtlc, configs with NewConfig, call your
+// build machine: build HTLCs with NewForward, configs with NewConfig, call your
 // Decide and compare Verdicts with ==-like Equal. Outside wasip1, logging goes
-// to stderr and Htlc.OnionBlob returns what the test set.
+// to stderr, Htlc.OnionBlob returns what the test set, the kv store is a map,
+// Channel and BlockHeight answer what SetChannelForTest and
+// SetBlockHeightForTest set, and ResetHostForTest forgets it all.
 package htlcgate

@@ -55,6 +55,10 @@ type Htlc struct {
 	// OutgoingNodeID is the 33-byte key of the node the sender asked to forward
 	// to (blinded, node-addressed forwards); nil otherwise.
 	OutgoingNodeID []byte
+	// Attempt is how many times the chain has been asked about this HTLC: 1
+	// the first time, n + 1 after n Holds. A replay after a restart starts
+	// again at 1.
+	Attempt uint32
 
 	// onion caches the blob once read (or set by SetOnionBlobForTest).
 	onion     []byte
@@ -108,7 +112,7 @@ func (h *Htlc) SetOnionBlobForTest(blob []byte) {
 }
 
 // NewForward is a forward of outgoingMsat for incomingMsat over outgoing
-// channel 1x1x0 on channel 1, for tests; change any field after.
+// channel 1x1x0 on channel 1, first attempt, for tests; change any field after.
 func NewForward(incomingMsat, outgoingMsat uint64) *Htlc {
 	out, _ := ScidFromParts(1, 1, 0)
 	return &Htlc{
@@ -122,5 +126,6 @@ func NewForward(incomingMsat, outgoingMsat uint64) *Htlc {
 		CustomRecords:       Records{},
 		AutoFailHeight:      800_070,
 		InWireCustomRecords: Records{},
+		Attempt:             1,
 	}
 }

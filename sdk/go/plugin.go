@@ -1,6 +1,10 @@
 package htlcgate
 
-import "errors"
+import (
+	"errors"
+
+	"htlcgate.dev/sdk/go/internal/bridge"
+)
 
 // Decider decides HTLCs. It is built once by the init function given to
 // Register and then asked about each HTLC, one at a time.
@@ -47,6 +51,9 @@ func runInit(cfg Config) error {
 	if d == nil {
 		return errors.New("the plugin's init function returned neither a Decider nor an error")
 	}
+	if _, observes := d.(OutcomeObserver); observes && !bridge.OutcomeExported {
+		return errors.New("the Decider has an Outcome method, but the module does not export `outcome`, so it would never be called: add `import _ \"htlcgate.dev/sdk/go/outcome\"` to the plugin's main package")
+	}
 	current = d
 	return nil
 }
@@ -60,4 +67,11 @@ func runDecide(h *Htlc) Verdict {
 		return Next()
 	}
 	return current.Decide(h)
+}
+
+// runOutcome is the exported outcome: tells the Decider, if it observes.
+func runOutcome(o *Outcome) {
+	if obs, ok := current.(OutcomeObserver); ok {
+		obs.Outcome(o)
+	}
 }

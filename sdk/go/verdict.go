@@ -50,10 +50,12 @@ const (
 	KindSettle
 	// KindResumeModified forwards it with changes.
 	KindResumeModified
+	// KindHold keeps it held at LND and asks again after HoldMs.
+	KindHold
 )
 
 // Verdict is a plugin's answer for one HTLC. Build it with Next, Resume, Fail,
-// FailTemporary, Settle or ResumeModified. The host checks every verdict before
+// FailTemporary, Settle, ResumeModified or Hold. The host checks every verdict before
 // it reaches LND (a settle's preimage must hash to the payment hash, record keys
 // must be >= 65536 and distinct, amounts not 0): a bad one is a plugin fault,
 // never a lost HTLC.
@@ -73,6 +75,9 @@ type Verdict struct {
 	// WireRecords are TLV records set on the outgoing update_add_htlc
 	// (KindResumeModified); they merge into the existing ones.
 	WireRecords Records
+	// HoldMs is how long to hold before asking again, in milliseconds
+	// (KindHold).
+	HoldMs uint32
 }
 
 // Next has no opinion: the following plugin decides (or the chain's default
@@ -105,6 +110,15 @@ func SettleBytes(preimage []byte) Verdict {
 // ResumeModified forwards the HTLC with changes (RESUME_MODIFIED); add them
 // with WithInAmountMsat, WithOutAmountMsat and WithWireRecord.
 func ResumeModified() Verdict { return Verdict{Kind: KindResumeModified} }
+
+// Hold keeps the HTLC held at LND (no answer yet) and asks this plugin again
+// in ms milliseconds, with Htlc.Attempt one higher; the plugins before it are
+// not asked again. The host bounds every hold (`[chain] max_hold_ms`, default
+// 60 s from the HTLC's arrival, and a margin before AutoFailHeight); at the
+// bound the plugin's `on_hold_expiry` verdict (default: fail with
+// temporary-channel-failure) is sent instead. Hold needs a host that speaks
+// world 0.2.0 (htlcgate loads this SDK's plugins only there).
+func Hold(ms uint32) Verdict { return Verdict{Kind: KindHold, HoldMs: ms} }
 
 // WithInAmountMsat changes the incoming HTLC's wire amount (msat, not 0).
 func (v Verdict) WithInAmountMsat(msat uint64) Verdict {
@@ -142,6 +156,8 @@ func (v Verdict) Equal(o Verdict) bool {
 		return v.Code == o.Code
 	case KindSettle:
 		return bytes.Equal(v.Preimage, o.Preimage)
+	case KindHold:
+		return v.HoldMs == o.HoldMs
 	case KindResumeModified:
 		if !equalOpt(v.InAmountMsat, o.InAmountMsat) || !equalOpt(v.OutAmountMsat, o.OutAmountMsat) {
 			return false
@@ -186,6 +202,8 @@ func (v Verdict) String() string {
 			s += "out=" + strconv.FormatUint(*v.OutAmountMsat, 10) + " "
 		}
 		return s + strconv.Itoa(len(v.WireRecords)) + " records)"
+	case KindHold:
+		return "hold(" + strconv.FormatUint(uint64(v.HoldMs), 10) + " ms)"
 	}
 	return "verdict(" + strconv.Itoa(int(v.Kind)) + ")"
 }

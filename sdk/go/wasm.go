@@ -2,7 +2,11 @@
 
 package htlcgate
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"htlcgate.dev/sdk/go/internal/bridge"
+)
 
 // The component's core exports and imports, and the memory they share with the
 // host.
@@ -45,6 +49,10 @@ var (
 	initRet   [2]uint64
 	// onionRet is where the host writes the (ptr, len) of the onion blob.
 	onionRet [1]uint64
+	// kvRet, channelRet and heightRet are the imports' return areas.
+	kvRet      [kvResultSize / 8]uint64
+	channelRet [channelResultSize / 8]uint64
+	heightRet  [heightResultSize / 8]uint64
 )
 
 func addrOf(p unsafe.Pointer) uint32 { return uint32(uintptr(p)) }
@@ -128,6 +136,20 @@ func exportDecide(ptr uint32) uint32 {
 //go:wasmexport cabi_post_decide
 func postDecide(uint32) { release() }
 
+// The world's optional `outcome` export lives in package outcome (so that only
+// plugins that import it export it); it calls this through package bridge.
+func init() { bridge.Outcome = exportOutcome }
+
+// exportOutcome decodes `outcome`'s flat parameters and tells the Decider.
+// `outcome` has no result, so no cabi_post_outcome: the call's memory (the
+// strings the host wrote, anything kv calls returned) is released here.
+func exportOutcome(flat *[16]uint64) {
+	m := wasmMemory{}
+	o := decodeOutcome(m, (*outcomeFlat)(flat))
+	runOutcome(o)
+	release()
+}
+
 //go:wasmimport $root log
 func rawLog(level uint32, ptr unsafe.Pointer, n uint32)
 
@@ -136,6 +158,21 @@ func rawNow() uint64
 
 //go:wasmimport $root onion-blob
 func rawOnionBlob(ret unsafe.Pointer)
+
+//go:wasmimport $root kv-get
+func rawKVGet(key unsafe.Pointer, keyLen uint32, ret unsafe.Pointer)
+
+//go:wasmimport $root kv-set
+func rawKVSet(key unsafe.Pointer, keyLen uint32, value unsafe.Pointer, valueLen uint32, ret unsafe.Pointer)
+
+//go:wasmimport $root kv-delete
+func rawKVDelete(key unsafe.Pointer, keyLen uint32, ret unsafe.Pointer)
+
+//go:wasmimport $root channel
+func rawChannel(chanID uint64, ret unsafe.Pointer)
+
+//go:wasmimport $root block-height
+func rawBlockHeight(ret unsafe.Pointer)
 
 func hostLog(level Level, message string) {
 	rawLog(uint32(level), unsafe.Pointer(unsafe.StringData(message)), uint32(len(message)))
@@ -148,4 +185,38 @@ func hostOnionBlob() []byte {
 	r := wasmMemory{}.view(addrOf(unsafe.Pointer(&onionRet)), 8)
 	// The host wrote the blob into call memory (cabi_realloc); copy it out.
 	return bytesAt(wasmMemory{}, r)
+}
+
+// retView is a return area seen as bytes.
+func retView[T any](area *T, n uint32) []byte {
+	return wasmMemory{}.view(addrOf(unsafe.Pointer(area)), n)
+}
+
+// The host writes lists it returns (a kv value, a channel's peer) into call
+// memory through cabi_realloc; the decoders copy them out.
+
+func hostKVGet(key []byte) ([]byte, bool, error) {
+	rawKVGet(unsafe.Pointer(unsafe.SliceData(key)), uint32(len(key)), unsafe.Pointer(&kvRet))
+	return decodeKVGet(wasmMemory{}, retView(&kvRet, kvResultSize))
+}
+
+func hostKVSet(key, value []byte) error {
+	rawKVSet(unsafe.Pointer(unsafe.SliceData(key)), uint32(len(key)),
+		unsafe.Pointer(unsafe.SliceData(value)), uint32(len(value)), unsafe.Pointer(&kvRet))
+	return decodeKVSet(wasmMemory{}, retView(&kvRet, kvResultSize))
+}
+
+func hostKVDelete(key []byte) (bool, error) {
+	rawKVDelete(unsafe.Pointer(unsafe.SliceData(key)), uint32(len(key)), unsafe.Pointer(&kvRet))
+	return decodeKVDelete(wasmMemory{}, retView(&kvRet, kvResultSize))
+}
+
+func hostChannel(scid Scid) (ChannelInfo, bool) {
+	rawChannel(uint64(scid), unsafe.Pointer(&channelRet))
+	return decodeChannel(wasmMemory{}, retView(&channelRet, channelResultSize))
+}
+
+func hostBlockHeight() (uint32, bool) {
+	rawBlockHeight(unsafe.Pointer(&heightRet))
+	return decodeBlockHeight(retView(&heightRet, heightResultSize))
 }

@@ -1,6 +1,9 @@
 //! Shared test helpers: the built example plugins and hand-made HTLCs.
 #![allow(dead_code)]
 
+pub mod live;
+pub mod process;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 

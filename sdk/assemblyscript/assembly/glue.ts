@@ -1,20 +1,23 @@
-// The component's core exports for world htlcgate:plugin@0.1.0 `decider`, with
+// The component's core exports for world htlcgate:plugin@0.2.0 `decider`, with
 // the canonical ABI by hand. Re-export them from the plugin's entry file:
 //
 //   export * from "htlcgate-sdk/assembly/glue";
 //
 // Layouts (canonical ABI: fields at their own alignment, list = (ptr u32,
 // len u32), option/variant = discriminant byte then payload at its alignment):
-//   htlc (96 bytes, align 8): chan-id u64 @0, htlc-id u64 @8, incoming-amount
+//   htlc (104 bytes, align 8): chan-id u64 @0, htlc-id u64 @8, incoming-amount
 //     u64 @16, incoming-expiry u32 @24, payment-hash list @28,
 //     outgoing-requested-chan-id u64 @40, outgoing-amount u64 @48,
 //     outgoing-expiry u32 @56, custom-records list @60, onion-blob-size u32
 //     @68, auto-fail-height s32 @72, in-wire-custom-records list @76,
-//     outgoing-requested-node-id option<list> @84 (list @88)
+//     outgoing-requested-node-id option<list> @84 (list @88), attempt u32 @96
 //   custom-record (16, align 8): key u64 @0, value list @8
 //   resolution (48, align 8): case u8 @0, payload @8; modification: in-amount
-//     option<u64> @8 (value @16), out-amount @24 (value @32), records list @40
+//     option<u64> @8 (value @16), out-amount @24 (value @32), records list @40;
+//     hold: u32 @8
 //   result<_, string> (12, align 4): case u8 @0, string @4
+// The optional `outcome` export is in outcome-glue.ts; the imports' results
+// are lifted in kv.ts and node.ts.
 //
 // Memory: the host writes arguments through cabi_realloc into the heap; the
 // runtime (runtime/per-call.ts) is released back to its post-init mark in
@@ -56,6 +59,7 @@ export function decodeHtlc(ptr: usize): Htlc {
   h.autoFailHeight = load<i32>(ptr, 72);
   h.inWireCustomRecords = recordsAt(ptr + 76);
   if (load<u8>(ptr, 84) != 0) h.outgoingNodeId = bytesAt(ptr + 88);
+  h.attempt = load<u32>(ptr, 96);
   return h;
 }
 
@@ -93,6 +97,8 @@ export function encodeResolution(v: Verdict, ret: usize): void {
     }
     store<u32>(ret, <u32>list, 40);
     store<u32>(ret, <u32>n, 44);
+  } else if (v.kind == VerdictKind.Hold) {
+    store<u32>(ret, v.holdMs, 8);
   } else if (v.kind != VerdictKind.Next && v.kind != VerdictKind.Resume) {
     // Not a kind the constructors make: `next` cannot lose an HTLC.
     store<u8>(ret, <u8>VerdictKind.Next);

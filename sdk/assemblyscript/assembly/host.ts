@@ -14,3 +14,28 @@ export declare function hostNowUnixMs(): u64;
 // @ts-ignore: decorator
 @external("$root", "onion-blob")
 export declare function hostOnionBlob(ret: usize): void;
+
+/** kv-get: func(key: list<u8>) -> result<option<list<u8>>, kv-error>, written at `ret` (16 bytes). */
+// @ts-ignore: decorator
+@external("$root", "kv-get")
+export declare function hostKvGet(key: usize, keyLen: usize, ret: usize): void;
+
+/** kv-set: func(key: list<u8>, value: list<u8>) -> result<_, kv-error>, written at `ret` (16 bytes). */
+// @ts-ignore: decorator
+@external("$root", "kv-set")
+export declare function hostKvSet(key: usize, keyLen: usize, value: usize, valueLen: usize, ret: usize): void;
+
+/** kv-delete: func(key: list<u8>) -> result<bool, kv-error>, written at `ret` (16 bytes). */
+// @ts-ignore: decorator
+@external("$root", "kv-delete")
+export declare function hostKvDelete(key: usize, keyLen: usize, ret: usize): void;
+
+/** channel: func(chan-id: u64) -> option<channel-info>, written at `ret` (64 bytes, align 8). */
+// @ts-ignore: decorator
+@external("$root", "channel")
+export declare function hostChannel(chanId: u64, ret: usize): void;
+
+/** block-height: func() -> option<u32>, written at `ret` (8 bytes). */
+// @ts-ignore: decorator
+@external("$root", "block-height")
+export declare function hostBlockHeight(ret: usize): void;

@@ -63,6 +63,11 @@ export class Htlc {
   inWireCustomRecords: Map<u64, Uint8Array> = new Map<u64, Uint8Array>();
   /** 33-byte key of the node the sender asked to forward to, or null. */
   outgoingNodeId: Uint8Array | null = null;
+  /**
+   * How many times the chain has been asked about this HTLC: 1 the first time,
+   * n + 1 after n holds. A replay after a restart starts again at 1.
+   */
+  attempt: u32 = 1;
   /** The onion blob once read (or set by a test). */
   private onion: Uint8Array | null = null;
 
@@ -98,7 +103,7 @@ export class Htlc {
     return blob;
   }
 
-  /** A forward of outgoingMsat for incomingMsat on channel 1 (for tests). */
+  /** A forward of outgoingMsat for incomingMsat on channel 1, first attempt (for tests). */
   static forward(incomingMsat: u64, outgoingMsat: u64): Htlc {
     const h = new Htlc();
     h.key = new CircuitKey(1, 0);

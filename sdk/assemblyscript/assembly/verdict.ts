@@ -27,6 +27,8 @@ export enum VerdictKind {
   Settle = 3,
   /** Forward with changes (RESUME_MODIFIED). */
   ResumeModified = 4,
+  /** Keep it held at LND and ask again after holdMs (world 0.2.0). */
+  Hold = 5,
 }
 
 const CODE_NAMES: string[] = [
@@ -54,6 +56,8 @@ export class Verdict {
   outAmountMsat: u64 = 0;
   /** TLV records for the outgoing update_add_htlc (ResumeModified; keys >= 65536). */
   wireRecords: Map<u64, Uint8Array> = new Map<u64, Uint8Array>();
+  /** How long to hold before asking again, in milliseconds (Hold). */
+  holdMs: u32 = 0;
 
   /** No opinion: the following plugin decides. */
   static next(): Verdict {
@@ -95,6 +99,21 @@ export class Verdict {
     return v;
   }
 
+  /**
+   * Keep the HTLC held at LND (no answer yet) and ask this plugin again in `ms`
+   * milliseconds, with htlc.attempt one higher; the plugins before it are not
+   * asked again. The host bounds every hold (`[chain] max_hold_ms`, default
+   * 60 s from the HTLC's arrival, and a margin before autoFailHeight); at the
+   * bound the plugin's `on_hold_expiry` verdict (default: fail with
+   * temporary-channel-failure) is sent instead.
+   */
+  static hold(ms: u32): Verdict {
+    const v = new Verdict();
+    v.kind = VerdictKind.Hold;
+    v.holdMs = ms;
+    return v;
+  }
+
   /** Changes the incoming HTLC's wire amount (msat, not 0). */
   withInAmountMsat(msat: u64): Verdict {
     this.hasInAmount = true;
@@ -127,6 +146,7 @@ export class Verdict {
       case VerdictKind.Resume: return "resume";
       case VerdictKind.Fail: return "fail(" + CODE_NAMES[<i32>this.code] + ")";
       case VerdictKind.Settle: return "settle";
+      case VerdictKind.Hold: return "hold(" + this.holdMs.toString() + " ms)";
       default: return "resume-modified";
     }
   }

@@ -6,10 +6,21 @@
 //   import { loadPlugin, forward } from "htlcgate-sdk/harness";
 //   const p = await loadPlugin("build/core.wasm", { base_msat: "1000" });
 //   p.decide(forward(1_001_100n, 1_000_000n)); // => { kind: "next" }
+//
+// The node and the key-value store are stand-ins given as the third argument:
+//
+//   const p = await loadPlugin(core, {}, {
+//     channels: [channel(1n, peerBytes)],  // what channel() answers (default none)
+//     blockHeight: 850_000,                // what blockHeight() answers (default unknown)
+//     kvLimits: { maxKeyBytes: 64 },       // refusals to provoke (default none)
+//   });
+//   p.kv;                                   // the namespace: Map of hex key -> Uint8Array
+//   p.outcome(outcome("final", { settled: true }));
 
 import { readFile } from "node:fs/promises";
 
-const KINDS = ["next", "resume", "fail", "settle", "resume-modified"];
+const KINDS = ["next", "resume", "fail", "settle", "resume-modified", "hold"];
+const OUTCOME_KINDS = ["forwarded", "settled", "forward-failed", "link-failed", "final"];
 const CODES = ["temporary-channel-failure", "invalid-onion-hmac", "invalid-onion-key", "invalid-onion-version"];
 const LEVELS = ["debug", "info", "warn", "error"];
 
@@ -29,12 +40,60 @@ export function forward(incoming, outgoing, htlcId = 0n) {
     autoFailHeight: 800_070,
     inWireCustomRecords: new Map(),
     outgoingNodeId: null,
+    attempt: 1,
   };
 }
 
-/** Loads the core module at `path` and runs init with `config` (an object of strings). */
-export async function loadPlugin(path, config = {}) {
+/** A channel for the `channels` option: peer is a 33-byte Uint8Array. */
+export function channel(chanId, peer, fields = {}) {
+  return {
+    chanId,
+    peer,
+    capacitySat: 1_000_000n,
+    localBalanceSat: 600_000n,
+    remoteBalanceSat: 390_000n,
+    unsettledBalanceSat: 0n,
+    active: true,
+    private: false,
+    initiator: true,
+    ...fields,
+  };
+}
+
+/**
+ * An outcome of `kind` ("forwarded", "settled", "forward-failed",
+ * "link-failed", "final") for HTLC 1:htlcId, with the kind's fields:
+ * amounts {incomingAmountMsat, outgoingAmountMsat, incomingExpiry,
+ * outgoingExpiry}, preimage, linkFailure {wireFailureCode, detail, message},
+ * settled, offchain.
+ */
+export function outcome(kind, fields = {}, htlcId = 0n) {
+  return {
+    chanId: 1n,
+    htlcId,
+    outgoingKey: kind === "final" ? null : { chanId: (1n << 40n) | (1n << 16n), htlcId: 5n },
+    kind,
+    amounts: { incomingAmountMsat: 0n, outgoingAmountMsat: 0n, incomingExpiry: 0, outgoingExpiry: 0 },
+    preimage: new Uint8Array(32),
+    linkFailure: { wireFailureCode: 0, detail: "", message: "" },
+    settled: false,
+    offchain: true,
+    atUnixMs: 1_700_000_000_000n,
+    ...fields,
+  };
+}
+
+const hex = (b) => Buffer.from(b).toString("hex");
+
+/**
+ * Loads the core module at `path` and runs init with `config` (an object of
+ * strings); `node` gives the stand-ins (see the top of this file).
+ */
+export async function loadPlugin(path, config = {}, node = {}) {
   const lines = [];
+  const kv = new Map();
+  const channels = new Map((node.channels ?? []).map((c) => [c.chanId, c]));
+  const limits = node.kvLimits ?? {};
   let current = null;
   let instance;
   const mem = () => new DataView(instance.exports.memory.buffer);
@@ -61,7 +120,63 @@ export async function loadPlugin(path, config = {}) {
         const blob = current ? current.onionBlob : new Uint8Array(0);
         putList(ret, blob);
       },
+      "kv-get"(keyPtr, keyLen, ret) {
+        const key = bytes(keyPtr, keyLen).slice();
+        if (kvRefused(ret, key, null, false)) return;
+        const value = kv.get(hex(key));
+        mem().setUint8(ret, 0);
+        mem().setUint8(ret + 4, value ? 1 : 0);
+        if (value) putList(ret + 8, value);
+      },
+      "kv-set"(keyPtr, keyLen, valuePtr, valueLen, ret) {
+        const key = bytes(keyPtr, keyLen).slice();
+        const value = bytes(valuePtr, valueLen).slice();
+        if (kvRefused(ret, key, value, !kv.has(hex(key)))) return;
+        kv.set(hex(key), value);
+        mem().setUint8(ret, 0);
+      },
+      "kv-delete"(keyPtr, keyLen, ret) {
+        const key = bytes(keyPtr, keyLen).slice();
+        if (kvRefused(ret, key, null, false)) return;
+        mem().setUint8(ret, 0);
+        mem().setUint8(ret + 4, kv.delete(hex(key)) ? 1 : 0);
+      },
+      channel(chanId, ret) {
+        const c = channels.get(BigInt.asUintN(64, chanId));
+        mem().setUint8(ret, c ? 1 : 0);
+        if (!c) return;
+        const v = mem();
+        v.setBigUint64(ret + 8, c.chanId, true);
+        putList(ret + 16, c.peer);
+        mem().setBigUint64(ret + 24, c.capacitySat, true);
+        mem().setBigUint64(ret + 32, c.localBalanceSat, true);
+        mem().setBigUint64(ret + 40, c.remoteBalanceSat, true);
+        mem().setBigUint64(ret + 48, c.unsettledBalanceSat, true);
+        mem().setUint8(ret + 56, c.active ? 1 : 0);
+        mem().setUint8(ret + 57, c.private ? 1 : 0);
+        mem().setUint8(ret + 58, c.initiator ? 1 : 0);
+      },
+      "block-height"(ret) {
+        const h = node.blockHeight;
+        mem().setUint8(ret, h == null ? 0 : 1);
+        if (h != null) mem().setUint32(ret + 4, h, true);
+      },
     },
+  };
+  // Writes the kv-error the limits call for at ret; false when within them.
+  const kvRefused = (ret, key, value, isNew) => {
+    let kind = -1;
+    let limit = 0;
+    if (limits.storage) kind = 3;
+    else if (limits.maxKeyBytes != null && key.length > limits.maxKeyBytes) [kind, limit] = [0, limits.maxKeyBytes];
+    else if (value && limits.maxValueBytes != null && value.length > limits.maxValueBytes) [kind, limit] = [1, limits.maxValueBytes];
+    else if (isNew && limits.maxKeys != null && kv.size >= limits.maxKeys) [kind, limit] = [2, limits.maxKeys];
+    if (kind < 0) return false;
+    mem().setUint8(ret, 1);
+    mem().setUint8(ret + 4, kind);
+    if (kind === 3) putList(ret + 8, new TextEncoder().encode(limits.storage));
+    else mem().setUint32(ret + 8, limit, true);
+    return true;
   };
   ({ instance } = await WebAssembly.instantiate(await readFile(path), imports));
 
@@ -94,10 +209,12 @@ export async function loadPlugin(path, config = {}) {
   return {
     /** Log lines the plugin wrote: { level, message }. */
     lines,
+    /** The plugin's kv namespace: hex key -> Uint8Array value. */
+    kv,
     /** Decides one HTLC (see forward()); returns { kind, code?, ... }. */
     decide(h) {
       current = h;
-      const r = alloc(96, 8);
+      const r = alloc(104, 8);
       const v = mem();
       v.setBigUint64(r, h.chanId, true);
       v.setBigUint64(r + 8, h.htlcId, true);
@@ -113,10 +230,12 @@ export async function loadPlugin(path, config = {}) {
       putRecords(r + 76, h.inWireCustomRecords);
       mem().setUint8(r + 84, h.outgoingNodeId ? 1 : 0);
       if (h.outgoingNodeId) putList(r + 88, h.outgoingNodeId);
+      mem().setUint32(r + 96, h.attempt ?? 1, true);
       const ret = instance.exports.decide(r) >>> 0;
       const out = mem();
       const verdict = { kind: KINDS[out.getUint8(ret)] };
       if (verdict.kind === "fail") verdict.code = CODES[out.getUint8(ret + 8)];
+      if (verdict.kind === "hold") verdict.ms = out.getUint32(ret + 8, true);
       if (verdict.kind === "settle") {
         verdict.preimage = bytes(out.getUint32(ret + 8, true), out.getUint32(ret + 12, true)).slice();
       }
@@ -134,6 +253,40 @@ export async function loadPlugin(path, config = {}) {
       instance.exports.cabi_post_decide?.(ret);
       current = null;
       return verdict;
+    },
+    /** Whether the module exports the optional `outcome`. */
+    exportsOutcome: typeof instance.exports.outcome === "function",
+    /**
+     * Tells the plugin an outcome (see outcome()) through its `outcome`
+     * export, lowered to the 16 flat values htlcgate passes.
+     */
+    outcome(o) {
+      const kind = OUTCOME_KINDS.indexOf(o.kind);
+      if (kind < 0) throw new Error(`unknown outcome kind ${o.kind}`);
+      // The kind's payload slots p0..p8 (i64 i64 i32 i32 i32 i64 i64 i32 i32).
+      const p = [0n, 0n, 0, 0, 0, 0n, 0n, 0, 0];
+      const a = o.amounts;
+      const list = (b) => [b.length ? put(b) : 1, b.length];
+      if (o.kind === "forwarded") [p[0], p[1], p[2], p[3]] = [a.incomingAmountMsat, a.outgoingAmountMsat, a.incomingExpiry, a.outgoingExpiry];
+      if (o.kind === "settled") {
+        const [ptr, len] = list(o.preimage);
+        [p[0], p[1]] = [BigInt(ptr), BigInt(len)];
+      }
+      if (o.kind === "link-failed") {
+        const f = o.linkFailure;
+        const [dp, dl] = list(new TextEncoder().encode(f.detail));
+        const [mp, ml] = list(new TextEncoder().encode(f.message));
+        // The s32 is zero-extended into the i64 slot, as the canonical ABI joins it.
+        p[0] = BigInt(f.wireFailureCode >>> 0);
+        [p[1], p[2], p[3], p[4]] = [BigInt(dp), dl, mp, ml];
+        [p[5], p[6], p[7], p[8]] = [a.incomingAmountMsat, a.outgoingAmountMsat, a.incomingExpiry, a.outgoingExpiry];
+      }
+      if (o.kind === "final") [p[0], p[1]] = [o.settled ? 1n : 0n, o.offchain ? 1n : 0n];
+      const out = o.outgoingKey;
+      instance.exports.outcome(
+        o.chanId, o.htlcId, out ? 1 : 0, out ? out.chanId : 0n, out ? out.htlcId : 0n,
+        kind, ...p, o.atUnixMs,
+      );
     },
     /** Bytes of linear memory, to check that it does not grow. */
     memoryBytes() {

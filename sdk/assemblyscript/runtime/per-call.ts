@@ -13,6 +13,9 @@
 // allocate containers in init with their final capacity (StaticArray, a
 // preallocated Uint8Array) and only write into them.
 //
+// Unlike `stub`, __new and __renew zero what they hand out: asc treats a
+// runtime given by path as Incremental and the standard library relies on that.
+//
 // Build with: asc ... --runtime <this file without .ts>.
 // Derived from assemblyscript/std/assembly/rt/stub.ts (Apache-2.0).
 
@@ -129,6 +132,12 @@ export function __new(size: usize, id: u32): usize {
   object.gcInfo2 = 0;
   object.rtId = id;
   object.rtSize = <u32>size;
+  // asc treats a runtime given by path as Incremental (ASC_RUNTIME), whose
+  // __new zeroes memory, so the standard library skips zeroing new
+  // ArrayBuffers, Arrays, StaticArrays and Map buckets. Released memory still
+  // holds the previous call's bytes: without this, a Map built in one call can
+  // find another call's garbage in its buckets.
+  memory.fill(ptr + OBJECT_OVERHEAD, 0, size);
   return ptr + OBJECT_OVERHEAD;
 }
 
@@ -136,8 +145,11 @@ export function __new(size: usize, id: u32): usize {
 @unsafe @global
 export function __renew(oldPtr: usize, size: usize): usize {
   if (size > OBJECT_MAXSIZE) throw new Error(E_ALLOCATION_TOO_LARGE);
+  let oldSize = <usize>changetype<OBJECT>(oldPtr - OBJECT_OVERHEAD - BLOCK_OVERHEAD).rtSize;
   let newPtr = __realloc(oldPtr - OBJECT_OVERHEAD, OBJECT_OVERHEAD + size);
   changetype<OBJECT>(newPtr - BLOCK_OVERHEAD).rtSize = <u32>size;
+  // Zero the growth, as the Incremental runtime's __renew does (see __new).
+  if (size > oldSize) memory.fill(newPtr + OBJECT_OVERHEAD + oldSize, 0, size - oldSize);
   return newPtr + OBJECT_OVERHEAD;
 }
 

@@ -22,6 +22,20 @@ class Echo extends Decider {
         .withWireRecord(65537, h.paymentHash);
     }
     if (this.mode == "fail") return Verdict.fail(FailureCode.InvalidOnionKey);
+    if (this.mode == "zeroed") {
+      // Fresh containers must be zero even over memory an earlier call dirtied.
+      let dirty = 0;
+      const b = new Uint8Array(8192);
+      for (let i = 0; i < b.length; i++) if (b[i] != 0) dirty++;
+      const a = new Array<u64>(512);
+      for (let i = 0; i < a.length; i++) if (a[i] != 0) dirty++;
+      const grown: u32[] = [];
+      for (let i = 0; i < 600; i++) grown.push(0);
+      grown.length = 2048;
+      for (let i = 0; i < grown.length; i++) if (grown[i] != 0) dirty++;
+      info("dirty " + dirty.toString());
+      return Verdict.next();
+    }
     return this.calls % 2 == 0 ? Verdict.resume() : Verdict.next();
   }
 }

@@ -255,6 +255,12 @@ impl Expected {
                 plain: false,
                 signed: false,
             },
+            "htlcgate_sdk::node::NodeId" => Expected {
+                what: "a node public key (66 hex digits)",
+                range: None,
+                plain: false,
+                signed: false,
+            },
             _ => Expected {
                 what: "a valid value",
                 range: None,
@@ -373,6 +379,19 @@ mod tests {
         );
         assert!(err.contains("got `1x2`"), "{err}");
         assert!(err.contains("three parts"), "{err}");
+    }
+
+    #[test]
+    fn node_id_error_includes_the_reason() {
+        let c = config(&[("peer", "02ab"), ("good", &"03".repeat(33))]);
+        assert_eq!(
+            c.parse::<crate::NodeId>("peer"),
+            Err("config key `peer`: expected a node public key (66 hex digits), got `02ab` (a node public key is 66 hex digits (33 bytes))".into())
+        );
+        assert_eq!(
+            c.parse::<crate::NodeId>("good"),
+            Ok(Some(crate::NodeId([3; 33])))
+        );
     }
 
     #[test]

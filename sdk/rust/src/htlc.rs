@@ -26,7 +26,15 @@ pub use bindings::CustomRecord;
 pub use bindings::CircuitKey;
 
 impl CircuitKey {
-    /// The incoming channel.
+    /// The key of HTLC `htlc_id` in channel `chan`.
+    pub const fn new(chan: Scid, htlc_id: u64) -> CircuitKey {
+        CircuitKey {
+            chan_id: chan.0,
+            htlc_id,
+        }
+    }
+
+    /// The channel (for an incoming key, the incoming channel).
     pub fn chan(&self) -> Scid {
         Scid(self.chan_id)
     }
@@ -176,6 +184,16 @@ impl Htlc {
         self.raw.onion_blob_size
     }
 
+    /// How many times the chain has asked about this HTLC: 1 the first time,
+    /// n + 1 after n [`Verdict::Hold`](crate::Verdict::Hold)s. After a hold
+    /// the chain goes on from the plugin that held (those before it are not
+    /// asked again). A replay after a restart of htlcgate starts again at 1, so
+    /// a plugin that queues HTLCs should recognise one it already holds by its
+    /// [`circuit_key`](Self::circuit_key), not by the attempt.
+    pub fn attempt(&self) -> u32 {
+        self.raw.attempt
+    }
+
     /// The onion blob for the next hop (normally 1366 bytes).
     ///
     /// The first call copies it from the host (an import call and an
@@ -197,6 +215,7 @@ impl fmt::Debug for Htlc {
             .field("incoming_expiry", &self.incoming_expiry())
             .field("outgoing_expiry", &self.outgoing_expiry())
             .field("auto_fail_height", &self.auto_fail_height())
+            .field("attempt", &self.attempt())
             .field("raw", &self.raw)
             .finish()
     }
@@ -215,7 +234,7 @@ fn find_record(records: &[CustomRecord], key: u64) -> Option<&[u8]> {
 /// The defaults describe an ordinary forward: incoming channel `800000x1x0`
 /// HTLC 0, 1_001_000 msat in, 1_000_000 msat out over `800001x2x1`, expiries
 /// 800_144 / 800_104 (delta 40), auto-fail height 800_134, payment hash of 32
-/// zero bytes, no records, no onion blob.
+/// zero bytes, no records, no onion blob, attempt 1.
 ///
 /// ```
 /// use htlcgate_sdk::{Htlc, Scid};
@@ -251,6 +270,7 @@ impl Default for HtlcBuilder {
                 auto_fail_height: 800_134,
                 in_wire_custom_records: Vec::new(),
                 outgoing_requested_node_id: None,
+                attempt: 1,
             },
             onion: None,
         }
@@ -298,6 +318,13 @@ impl HtlcBuilder {
     /// Sets the auto-fail height.
     pub fn auto_fail_height(mut self, height: i32) -> Self {
         self.raw.auto_fail_height = height;
+        self
+    }
+
+    /// Sets the attempt number (1 the first time the chain asks, n + 1 after n
+    /// holds).
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.raw.attempt = attempt;
         self
     }
 
@@ -410,6 +437,19 @@ mod tests {
         assert_eq!(htlc.circuit_key().to_string(), "123:7");
         assert_eq!(htlc.circuit_key().chan(), Scid(123));
         assert_eq!(htlc.incoming_chan(), Scid(123));
+    }
+
+    #[test]
+    fn attempt_defaults_to_one_and_is_settable() {
+        assert_eq!(Htlc::builder().build().attempt(), 1);
+        assert_eq!(Htlc::builder().attempt(4).build().attempt(), 4);
+        assert_eq!(
+            CircuitKey::new(Scid(9), 2),
+            CircuitKey {
+                chan_id: 9,
+                htlc_id: 2
+            }
+        );
     }
 
     #[test]

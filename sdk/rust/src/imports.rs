@@ -1,9 +1,10 @@
 //! The host imports, with stand-ins outside WebAssembly.
 //!
 //! The generated import stubs are `unreachable!()` on other targets, so unit
-//! tests on the host would panic at the first log line. Everything in the SDK
-//! calls the host through here instead: the real import in WebAssembly, a
-//! harmless stand-in elsewhere.
+//! tests on the host would panic at the first log line. The SDK calls the host
+//! through here instead: the real import in WebAssembly, a harmless stand-in
+//! elsewhere. (The clock, `kv` and `node` imports have settable stand-ins in
+//! their own modules.)
 
 use crate::bindings::LogLevel;
 
@@ -17,20 +18,6 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn log(level: LogLevel, message: &str) {
     eprintln!("[plugin {level:?}] {message}");
-}
-
-/// Wall-clock milliseconds from the host.
-#[cfg(target_arch = "wasm32")]
-pub(crate) fn now_unix_ms() -> u64 {
-    crate::bindings::now_unix_ms()
-}
-
-/// Wall-clock milliseconds from the system clock (host builds: unit tests).
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The onion blob of the HTLC being decided, copied from the host.

@@ -17,7 +17,8 @@
 //! beyond them returns an error and changes nothing.
 //!
 //! Outside WebAssembly (unit tests) the store is an in-memory map per thread with
-//! the default limits; [`clear`] empties it.
+//! the default limits; [`clear`] empties it and [`keys`] lists it. A test can
+//! stand for a restart by building a new plugin instance over the same store.
 
 use core::fmt;
 
@@ -71,6 +72,14 @@ pub fn delete(key: &[u8]) -> Result<bool, KvError> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn clear() {
     imp::STORE.with(|s| s.borrow_mut().clear());
+}
+
+/// Every key in the stand-in store of this thread, sorted (host builds only:
+/// unit tests that check what a plugin leaves behind). The host has no such
+/// call: a plugin must know its keys.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn keys() -> Vec<Vec<u8>> {
+    imp::STORE.with(|s| s.borrow().keys().cloned().collect())
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -158,6 +167,9 @@ mod tests {
         assert_eq!(get(b"a"), Ok(None));
         set(b"a", b"1").unwrap();
         assert_eq!(get(b"a"), Ok(Some(b"1".to_vec())));
+        set(b"0", b"").unwrap();
+        assert_eq!(keys(), vec![b"0".to_vec(), b"a".to_vec()]);
+        assert_eq!(delete(b"0"), Ok(true));
         assert_eq!(delete(b"a"), Ok(true));
         assert_eq!(delete(b"a"), Ok(false));
         assert_eq!(set(&[0; 257], b""), Err(KvError::KeyTooLong(256)));

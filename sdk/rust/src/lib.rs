@@ -45,30 +45,45 @@
 //!   plugin may keep state in `self`. It is limited by fuel, wall-clock time and
 //!   memory; a panic traps the instance and htlcgate replaces it (calling `init`
 //!   again), so state is best-effort.
-//! - [`Verdict::next`] means "no opinion": the following plugin decides. Any other
-//!   verdict ends the chain.
+//! - [`Verdict::next`] means "no opinion": the following plugin decides.
+//!   [`Verdict::hold_ms`] keeps the HTLC held at LND and asks this plugin again
+//!   later ([`Htlc::attempt`] counts the asks), within the host's cap (60 s from
+//!   arrival by default). Any other verdict ends the chain.
+//! - [`Plugin::outcome`] (optional) hears what became of each HTLC the chain
+//!   decided: forwarded, settled, failed, final ([`Outcome`]).
 //! - State that must outlive the instance (a reload, a restart, a trap) goes in
 //!   the host's key-value store, [`kv`] (grant `kv`).
+//! - [`node`] tells about this node: its channels (grant `node`) and the block
+//!   height.
 //!
 //! # Testing on the host
 //!
 //! Everything except the host imports is plain Rust that also compiles for the
 //! build machine: build HTLCs with [`Htlc::builder`], configs with
-//! [`Config::from_pairs`], call your `decide` and compare [`Verdict`]s. Logging
-//! goes to stderr and [`Htlc::onion_blob`] returns what the builder set.
+//! [`Config::from_pairs`], call your `decide` and `outcome` and compare
+//! [`Verdict`]s. The imports have per-thread stand-ins there: logging goes to
+//! stderr, [`Htlc::onion_blob`] returns what the builder set, [`kv`] is an
+//! in-memory map ([`kv::clear`]), [`node`] answers what the test set
+//! ([`node::set_channel`], [`node::set_block_height`]) and the [`clock`] can be
+//! frozen and moved ([`clock::set_unix_ms`], [`clock::advance_ms`]).
 
 #![warn(missing_docs)]
 
+pub mod clock;
 mod config;
 mod htlc;
 mod imports;
 pub mod kv;
 pub mod log;
+pub mod node;
+mod outcome;
 mod scid;
 mod verdict;
 
 pub use config::Config;
 pub use htlc::{CircuitKey, CustomRecord, Htlc, HtlcBuilder};
+pub use node::{ChannelInfo, NodeId, ParseNodeIdError};
+pub use outcome::{HtlcAmounts, Outcome, OutcomeKind};
 pub use scid::{ParseScidError, Scid};
 pub use verdict::{FailureCode, Modification, Verdict};
 
@@ -92,9 +107,10 @@ pub mod bindings {
 
 /// Wall-clock time from the host: milliseconds since the Unix epoch.
 ///
-/// Outside WebAssembly (unit tests) it reads the system clock.
+/// Outside WebAssembly (unit tests) it reads the system clock, or the time a
+/// test set with [`clock::set_unix_ms`].
 pub fn now_unix_ms() -> u64 {
-    imports::now_unix_ms()
+    clock::now_unix_ms()
 }
 
 /// A policy plugin: built once from its config, then asked about each HTLC.
@@ -110,18 +126,31 @@ pub trait Plugin {
     where
         Self: Sized;
 
-    /// Decides one HTLC. [`Verdict::next`] passes it to the next plugin; any
-    /// other verdict ends the chain and goes to LND once the host has checked
-    /// it.
+    /// Decides one HTLC. [`Verdict::next`] passes it to the next plugin;
+    /// [`Verdict::hold_ms`] asks this plugin again later (the HTLC stays held
+    /// at LND); any other verdict ends the chain and goes to LND once the host
+    /// has checked it.
     fn decide(&mut self, htlc: &Htlc) -> Verdict;
+
+    /// Hears one event about an HTLC the chain decided (or that this plugin
+    /// held): see [`Outcome`]. Called on the same instance as `decide`, in
+    /// turn with it, under the same limits; what it does never changes a
+    /// verdict already given. LND does not replay events missed while
+    /// htlcgate was down, so state built from outcomes must also expire.
+    ///
+    /// The default does nothing.
+    fn outcome(&mut self, outcome: &Outcome) {
+        let _ = outcome;
+    }
 }
 
 /// Makes this crate a plugin whose behaviour is the [`Plugin`] type `$plugin`.
 ///
 /// Use it once, at the crate root of a `cdylib` crate: it keeps the instance
-/// built by `init` in a static and exports the WIT functions `init` and
-/// `decide`. A `decide` arriving before a successful `init` answers
-/// [`Verdict::next`] and logs an error rather than trapping.
+/// built by `init` in a static and exports the WIT functions `init`, `decide`
+/// and `outcome` (which calls [`Plugin::outcome`]). A `decide` arriving before
+/// a successful `init` answers [`Verdict::next`] and logs an error rather than
+/// trapping; an `outcome` then is ignored.
 ///
 /// On targets other than WebAssembly it only checks that `$plugin` implements
 /// [`Plugin`], so the crate still builds for host unit tests.
@@ -149,6 +178,10 @@ macro_rules! export_plugin {
                 fn decide(htlc: $crate::bindings::Htlc) -> $crate::bindings::Resolution {
                     $crate::__private::decide(&__HTLCGATE_PLUGIN, htlc)
                 }
+
+                fn outcome(outcome: $crate::bindings::HtlcOutcome) {
+                    $crate::__private::outcome(&__HTLCGATE_PLUGIN, outcome)
+                }
             }
 
     $crate::bindings::__export_decider!(__HtlcgateExports with_types_in $crate::bindings);
@@ -162,7 +195,7 @@ pub mod __private {
     use core::cell::RefCell;
     use std::thread::LocalKey;
 
-    use crate::{bindings, Config, Htlc, Plugin, Verdict};
+    use crate::{bindings, Config, Htlc, Outcome, Plugin, Verdict};
 
     /// Where the plugin instance built by `init` lives (WebAssembly is
     /// single-threaded, so a thread-local is a plain static there).
@@ -217,14 +250,28 @@ pub mod __private {
         verdict.into_resolution()
     }
 
+    /// The exported `outcome`: tells the stored plugin, if there is one.
+    pub fn outcome<T: Plugin + 'static>(
+        slot: &'static LocalKey<Slot<T>>,
+        raw: bindings::HtlcOutcome,
+    ) {
+        let outcome = Outcome::from_raw(raw);
+        slot.with(|slot| {
+            if let Some(plugin) = slot.0.borrow_mut().as_mut() {
+                plugin.outcome(&outcome);
+            }
+        });
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
         use crate::Scid;
 
-        /// Counts calls; refuses init when `refuse` is set.
+        /// Counts calls and resolutions; refuses init when `refuse` is set.
         struct Counter {
             calls: u64,
+            resolved: u64,
         }
 
         impl Plugin for Counter {
@@ -232,16 +279,36 @@ pub mod __private {
                 if config.contains("refuse") {
                     return Err("refusing: asked to".into());
                 }
-                Ok(Counter { calls: 0 })
+                Ok(Counter {
+                    calls: 0,
+                    resolved: 0,
+                })
             }
 
             fn decide(&mut self, htlc: &Htlc) -> Verdict {
                 self.calls += 1;
-                if self.calls == 2 && htlc.incoming_chan() == Scid(1) {
+                if self.resolved > 0 {
+                    Verdict::hold_ms(u32::try_from(self.resolved).unwrap_or(u32::MAX))
+                } else if self.calls == 2 && htlc.incoming_chan() == Scid(1) {
                     Verdict::fail_temporary()
                 } else {
                     Verdict::resume()
                 }
+            }
+
+            fn outcome(&mut self, outcome: &Outcome) {
+                if outcome.is_resolution() {
+                    self.resolved += 1;
+                }
+            }
+        }
+
+        fn raw_outcome(kind: bindings::OutcomeKind) -> bindings::HtlcOutcome {
+            bindings::HtlcOutcome {
+                incoming_circuit_key: crate::CircuitKey::new(Scid(1), 0),
+                outgoing_circuit_key: None,
+                kind,
+                at_unix_ms: 0,
             }
         }
 
@@ -277,6 +344,22 @@ pub mod __private {
                 decide(&SLOT, raw_htlc()),
                 bindings::Resolution::Fail(crate::FailureCode::TemporaryChannelFailure)
             ));
+            // Outcomes reach the instance: a resolution counts, a forward does
+            // not.
+            outcome(
+                &SLOT,
+                raw_outcome(bindings::OutcomeKind::Forwarded(bindings::HtlcAmounts {
+                    incoming_amount_msat: 2,
+                    outgoing_amount_msat: 1,
+                    incoming_expiry: 10,
+                    outgoing_expiry: 5,
+                })),
+            );
+            outcome(&SLOT, raw_outcome(bindings::OutcomeKind::ForwardFailed));
+            assert!(matches!(
+                decide(&SLOT, raw_htlc()),
+                bindings::Resolution::Hold(1)
+            ));
             // A refused re-init empties the slot.
             assert_eq!(
                 init(&SLOT, vec![("refuse".into(), String::new())]),
@@ -286,6 +369,8 @@ pub mod __private {
                 decide(&SLOT, raw_htlc()),
                 bindings::Resolution::Next
             ));
+            // An outcome without an instance is ignored.
+            outcome(&SLOT, raw_outcome(bindings::OutcomeKind::ForwardFailed));
         }
     }
 }

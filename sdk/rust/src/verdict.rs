@@ -2,10 +2,13 @@
 //!
 //! [`Verdict`] mirrors the WIT `resolution` variant. `Verdict::next()` is the
 //! polite default: it has no opinion and lets the following plugin of the chain
-//! decide. Every other verdict ends the chain and goes to LND, after the host has
-//! checked it (a settle's preimage must hash to the payment hash, wire record
-//! keys must be custom-range), so a buggy verdict becomes a plugin fault rather
-//! than a lost HTLC or a killed stream.
+//! decide. `Verdict::hold_ms(ms)` keeps the HTLC held at LND and asks this plugin
+//! again later (bounded by the host). Every other verdict ends the chain and goes
+//! to LND, after the host has checked it (a settle's preimage must hash to the
+//! payment hash, wire record keys must be custom-range), so a buggy verdict
+//! becomes a plugin fault rather than a lost HTLC or a killed stream.
+
+use core::time::Duration;
 
 use crate::bindings::{self, Resolution};
 use crate::htlc::CustomRecord;
@@ -87,6 +90,18 @@ pub enum Verdict {
     Settle(Vec<u8>),
     /// Forward the HTLC with changed amounts or wire records (RESUME_MODIFIED).
     ResumeModified(Modification),
+    /// Keep the HTLC held at LND (no answer yet) and ask this plugin again in
+    /// this many milliseconds, with [`Htlc::attempt`](crate::Htlc::attempt) + 1.
+    /// The plugins before this one are not asked again.
+    ///
+    /// A hold is bounded by the host: at most `[chain] max_hold_ms` (default
+    /// 60 s) counted from the HTLC's arrival, and never later than
+    /// `hold_margin_blocks` before the HTLC's
+    /// [`auto_fail_height`](crate::Htlc::auto_fail_height). At the bound the
+    /// host sends the plugin's `on_hold_expiry` verdict (default: fail with
+    /// TEMPORARY_CHANNEL_FAILURE) instead of asking again; the plugin learns
+    /// it from the [`Outcome`](crate::Outcome)s that follow.
+    Hold(u32),
 }
 
 impl Verdict {
@@ -121,15 +136,33 @@ impl Verdict {
         Verdict::Settle(preimage)
     }
 
+    /// Keep the HTLC held and ask again in `ms` milliseconds (see
+    /// [`Verdict::Hold`] for the host's cap).
+    pub const fn hold_ms(ms: u32) -> Verdict {
+        Verdict::Hold(ms)
+    }
+
+    /// Keep the HTLC held and ask again after `delay`, in whole milliseconds
+    /// (rounded down; more than `u32::MAX` ms, about 49 days, saturates: the
+    /// host's cap ends the hold long before). See [`Verdict::Hold`].
+    pub fn hold(delay: Duration) -> Verdict {
+        Verdict::Hold(u32::try_from(delay.as_millis()).unwrap_or(u32::MAX))
+    }
+
     /// Starts a RESUME_MODIFIED verdict; chain its setters and finish with
     /// `.into()`.
     pub fn resume_modified() -> Modification {
         Modification::default()
     }
 
-    /// True for [`Verdict::Next`], the only verdict that does not end the chain.
+    /// True for [`Verdict::Next`], which passes the HTLC on to the next plugin.
     pub fn is_next(&self) -> bool {
         matches!(self, Verdict::Next)
+    }
+
+    /// True for [`Verdict::Hold`], which asks this plugin again later.
+    pub fn is_hold(&self) -> bool {
+        matches!(self, Verdict::Hold(_))
     }
 
     /// The WIT value returned to the host (moves, never copies, the payload).
@@ -140,6 +173,7 @@ impl Verdict {
             Verdict::Fail(code) => Resolution::Fail(code),
             Verdict::Settle(preimage) => Resolution::Settle(preimage),
             Verdict::ResumeModified(modification) => Resolution::ResumeModified(modification),
+            Verdict::Hold(ms) => Resolution::Hold(ms),
         }
     }
 }
@@ -159,6 +193,25 @@ mod tests {
         );
         assert_eq!(Verdict::settle([9; 32]), Verdict::Settle(vec![9; 32]));
         assert_eq!(Verdict::settle_bytes(vec![1]), Verdict::Settle(vec![1]));
+        assert_eq!(Verdict::hold_ms(250), Verdict::Hold(250));
+        assert!(Verdict::hold_ms(0).is_hold());
+        assert!(!Verdict::next().is_hold());
+    }
+
+    #[test]
+    fn hold_takes_whole_milliseconds_and_saturates() {
+        assert_eq!(
+            Verdict::hold(Duration::from_millis(100)),
+            Verdict::Hold(100)
+        );
+        assert_eq!(
+            Verdict::hold(Duration::from_micros(1_999)),
+            Verdict::Hold(1)
+        );
+        assert_eq!(
+            Verdict::hold(Duration::from_secs(u64::MAX)),
+            Verdict::Hold(u32::MAX)
+        );
     }
 
     #[test]
@@ -198,5 +251,9 @@ mod tests {
         };
         assert_eq!(m.out_amount_msat, Some(5));
         assert_eq!(m.in_amount_msat, None);
+        assert!(matches!(
+            Verdict::hold_ms(7).into_resolution(),
+            Resolution::Hold(7)
+        ));
     }
 }

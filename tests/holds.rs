@@ -1,0 +1,337 @@
+//! Deferred verdicts (`hold`) and HTLC outcomes, end to end: the mock LND over real
+//! TLS gRPC on loopback (interceptor, HTLC events, channels, block height), the
+//! gate with its node context and outcome delivery wired as `htlcgate run` wires
+//! them, and the `hold-fixture` plugin (holds `holds` times for `hold_ms`, then
+//! passes; counts its calls and the outcomes it is told in its key-value
+//! namespace).
+//!
+//! No test asserts an upper bound on time: every wait has a generous timeout.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::live::{eventually, start, WAIT};
+use common::{forward, plugin_with};
+use htlcgate::chain::DecidedBy;
+use htlcgate::config::{ChainConfig, DefaultVerdict, PluginConfig};
+use htlcgate::lnd::feature::Feature;
+use htlcgate::lnd::proto::routerrpc::ResolveHoldForwardAction;
+use htlcgate::mock_lnd::LndAction;
+use htlcgate::mock_node::{Downstream, START_HEIGHT};
+
+/// The hold fixture as plugin `name`: holds `holds` times for `hold_ms` each.
+fn holder(name: &str, holds: u32, hold_ms: u32) -> PluginConfig {
+    let mut p = plugin_with(
+        "hold-fixture",
+        &[
+            ("holds", &holds.to_string()),
+            ("hold_ms", &hold_ms.to_string()),
+        ],
+    );
+    p.name = name.to_owned();
+    p.grants = vec!["kv".into()];
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_htlc_is_asked_again_with_the_next_attempt_and_answered_once() {
+    let mut h = start(vec![holder("holder", 3, 20)], ChainConfig::default(), None).await;
+    h.mock.send_htlc(forward(1, 1_000_000, 2_000));
+    let ev = h.next_decision().await;
+    assert_eq!(ev.decision.by, DecidedBy::Default, "{:?}", ev.decision);
+    // The plugin passes only once attempt > holds: it saw attempts 1, 2, 3, 4.
+    assert_eq!(ev.input.as_ref().unwrap().record.attempt, 4);
+    h.mock.wait_resolved(1, WAIT).await.unwrap();
+    let answers = h.answers();
+    assert_eq!(answers[&(1, 1)].action(), ResolveHoldForwardAction::Resume);
+    assert_eq!(h.counter("holder", "decides"), 4);
+    assert_eq!(h.gate.held(), 0);
+    h.assert_no_violation();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_before_the_holder_are_not_asked_again() {
+    let mut h = start(
+        vec![holder("first", 0, 1), holder("second", 2, 10)],
+        ChainConfig::default(),
+        None,
+    )
+    .await;
+    h.mock.send_htlc(forward(1, 1_000_000, 2_000));
+    let ev = h.next_decision().await;
+    assert_eq!(ev.decision.by, DecidedBy::Default);
+    assert_eq!(h.counter("first", "decides"), 1);
+    assert_eq!(h.counter("second", "decides"), 3);
+    h.assert_no_violation();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_never_outlasts_the_cap_and_gets_on_hold_expiry() {
+    let chain = ChainConfig {
+        max_hold: Duration::from_millis(300),
+        ..ChainConfig::default()
+    };
+    let forever = holder("forever", u32::MAX, 40);
+    let mut lenient = holder("lenient", u32::MAX, 40);
+    lenient.on_hold_expiry = DefaultVerdict::Resume;
+    // Two chains in turn: the default expiry verdict (fail) and a resume one.
+    for (plugin, want) in [
+        (forever, ResolveHoldForwardAction::Fail),
+        (lenient, ResolveHoldForwardAction::Resume),
+    ] {
+        let name = plugin.name.clone();
+        let mut h = start(vec![plugin], chain.clone(), None).await;
+        let sent = Instant::now();
+        h.mock.send_htlc(forward(1, 1_000_000, 2_000));
+        let ev = h.next_decision().await;
+        assert_eq!(ev.decision.by, DecidedBy::HoldExpiry(name.as_str().into()));
+        h.mock.wait_resolved(1, WAIT).await.unwrap();
+        // Never before the cap (a lower bound: the cap is counted from arrival).
+        assert!(sent.elapsed() >= Duration::from_millis(300));
+        assert_eq!(h.answers()[&(1, 1)].action(), want);
+        assert!(h.counter(&name, "decides") >= 2);
+        h.assert_no_violation();
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_ends_hold_margin_blocks_before_auto_fail_height() {
+    let mut h = start(
+        vec![holder("forever", u32::MAX, 20)],
+        ChainConfig::default(),
+        None,
+    )
+    .await;
+    // Wait until the node context knows the height.
+    let node_height = h.mock.node().height();
+    eventually("the block height known", || {
+        h.features
+            .snapshot()
+            .get(&Feature::BlockHeight)
+            .is_some_and(|s| s.is_on())
+    })
+    .await;
+    let mut req = forward(1, 1_000_000, 2_000);
+    req.auto_fail_height = (node_height + 10) as i32;
+    h.mock.send_htlc(req);
+    eventually("the HTLC held", || h.gate.held() == 1).await;
+    // 7 blocks: height + 3 (the default margin) reaches auto_fail_height.
+    let failed = h.mock.mine(7);
+    assert!(failed.is_empty(), "LND auto-failed too early: {failed:?}");
+    let ev = h.next_decision().await;
+    assert_eq!(ev.decision.by, DecidedBy::HoldExpiry("forever".into()));
+    h.mock.wait_resolved(1, WAIT).await.unwrap();
+    assert_eq!(
+        h.answers()[&(1, 1)].action(),
+        ResolveHoldForwardAction::Fail
+    );
+    // LND's own deadline comes later and finds nothing held.
+    assert!(h.mock.mine(3).is_empty());
+    h.assert_no_violation();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_htlc_that_lnd_fails_itself_is_never_answered() {
+    let mut h = start(
+        vec![holder("forever", u32::MAX, 20)],
+        ChainConfig::default(),
+        None,
+    )
+    .await;
+    h.wait_outcomes_on().await;
+    let mut req = forward(1, 1_000_000, 2_000);
+    // Already inside the margin would end the hold at once; instead LND's height
+    // jumps past auto_fail_height in one go (a reorg, or htlcgate not told).
+    req.auto_fail_height = (START_HEIGHT.max(h.mock.node().height()) + 100) as i32;
+    h.mock.send_htlc(req);
+    eventually("the HTLC held", || h.gate.held() == 1).await;
+    let failed = h.mock.mine(100);
+    assert_eq!(failed, vec![(1, 1)]);
+    assert_eq!(h.mock.lnd_outcomes()[0].action, LndAction::AutoFailed);
+    eventually("the hold dropped", || {
+        h.gate.held() == 0 && h.gate.in_flight() == 0
+    })
+    .await;
+    // The plugin was told (forward_failed + final).
+    eventually("the outcomes told", || {
+        h.counter("forever", "outcomes") >= 2
+    })
+    .await;
+    // Let a hold period or two pass: still no answer, no broken rule.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.mock.resolutions().is_empty());
+    h.assert_no_violation();
+    assert!(h.events.try_recv().is_err(), "no decision for it");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_survives_a_reconnect_and_is_answered_once_on_the_new_stream() {
+    let mut h = start(vec![holder("holder", 6, 100)], ChainConfig::default(), None).await;
+    h.mock.send_htlc(forward(1, 1_000_000, 2_000));
+    eventually("the HTLC held", || h.gate.held() == 1).await;
+    assert!(h.mock.disconnect());
+    h.mock.wait_connects(2, WAIT).await.unwrap();
+    let ev = h.next_decision().await;
+    assert_eq!(ev.decision.by, DecidedBy::Default);
+    h.mock.wait_resolved(1, WAIT).await.unwrap();
+    let r = &h.mock.resolutions()[0];
+    assert_eq!(r.stream_gen, 2, "answered on the new stream");
+    assert_eq!(r.response.action(), ResolveHoldForwardAction::Resume);
+    // The hold went on: not asked from attempt 1 again.
+    assert_eq!(h.counter("holder", "decides"), 7);
+    assert_eq!(h.answers().len(), 1);
+    // The replay on the new stream ended the first stream's hold, not the rules.
+    assert!(h.mock.violations().is_empty(), "{:?}", h.mock.violations());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_holds_with_their_on_hold_expiry_verdict() {
+    let mut h = start(
+        vec![holder("forever", u32::MAX, 50)],
+        ChainConfig::default(),
+        None,
+    )
+    .await;
+    h.mock.send_htlc(forward(1, 1_000_000, 2_000));
+    eventually("the HTLC held", || h.gate.held() == 1).await;
+    let _ = h.stop.send(true);
+    let ev = h.next_decision().await;
+    assert_eq!(ev.decision.by, DecidedBy::HoldExpiry("forever".into()));
+    let (mock, _dir) = h.shutdown().await;
+    let r = mock.resolutions();
+    assert_eq!(r.len(), 1, "answered before the stream closed");
+    assert_eq!(r[0].response.action(), ResolveHoldForwardAction::Fail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_of_decided_htlcs_reach_the_plugins_that_export_outcome() {
+    let h = start(vec![holder("teller", 0, 1)], ChainConfig::default(), None).await;
+    h.wait_outcomes_on().await;
+    let node = h.mock.node().clone();
+    let _auto = node.auto_outcomes(
+        h.mock.watch_resolutions(),
+        Downstream::Settle,
+        Duration::from_millis(5),
+    );
+    node.set_downstream((1, 2), Downstream::Fail);
+    for id in 1..=2 {
+        h.mock.send_htlc(forward(id, 1_000_000, 2_000));
+    }
+    // 1: forwarded, settled, final; 2: forwarded, forward_failed, final.
+    eventually("six outcomes told", || h.counter("teller", "outcomes") >= 6).await;
+    assert_eq!(h.counter("teller", "outcome:forwarded"), 2);
+    assert_eq!(h.counter("teller", "outcome:settled"), 1);
+    assert_eq!(h.counter("teller", "outcome:forward-failed"), 1);
+    assert_eq!(h.counter("teller", "outcome:final"), 2);
+    // An HTLC htlcgate never decided (LND resolved it itself): not told.
+    node.forward_fail_event((9, 9), None);
+    node.final_event((9, 9), false, true);
+    node.settle_event((1, 1), None, [0; 32]);
+    eventually("the late event told", || {
+        h.counter("teller", "outcome:settled") == 2
+    })
+    .await;
+    assert_eq!(h.counter("teller", "outcomes"), 7);
+    h.assert_no_violation();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_of_htlcs_decided_before_a_restart_are_still_delivered() {
+    let mut h = start(vec![holder("teller", 0, 1)], ChainConfig::default(), None).await;
+    h.mock.send_htlc(forward(1, 1_000_000, 2_000));
+    h.next_decision().await;
+    h.mock.wait_resolved(1, WAIT).await.unwrap();
+    h.journal.sync().await.unwrap();
+    let (mock, dir) = h.shutdown().await;
+    // A new htlcgate over the same journal file: it never saw (1, 1) decided.
+    let h = start(
+        vec![holder("teller", 0, 1)],
+        ChainConfig::default(),
+        Some((mock, dir)),
+    )
+    .await;
+    h.wait_outcomes_on().await;
+    let before = h.counter("teller", "outcomes");
+    h.mock.node().forward_event(
+        (1, 1),
+        (2, 0),
+        htlcgate::lnd::proto::routerrpc::HtlcInfo::default(),
+    );
+    h.mock.node().settle_event((1, 1), Some((2, 0)), [7; 32]);
+    h.mock.node().final_event((1, 1), true, true);
+    eventually("the outcomes told after the restart", || {
+        h.counter("teller", "outcomes") >= before + 3
+    })
+    .await;
+    h.assert_no_violation();
+    h.shutdown().await;
+}
+
+/// htlcgate is killed (SIGKILL) while a plugin holds an HTLC; LND
+/// (`requireinterceptor`) keeps it held and replays it to the restarted
+/// htlcgate, which decides it afresh from attempt 1 and answers it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_cut_by_a_kill_9_is_decided_again_after_the_restart() {
+    use common::process::{read_log, spawn, wait_for_line};
+    use htlcgate::mock_lnd::{MockLnd, MockOptions};
+
+    common::live::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = MockOptions::new(dir.path().join("lnd"));
+    opts.require_interceptor = true;
+    let mock = MockLnd::start(opts).await.unwrap();
+    let wasm = common::plugins_dir().join("hold-fixture.wasm");
+    let cfg = dir.path().join("htlcgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[lnd]\nrpcserver = \"{}\"\ntlscertpath = \"{}\"\nmacaroonpath = \"{}\"\n\n\
+             [sandbox]\ncache_dir = \"{}\"\n\n\
+             [[plugin]]\nname = \"holder\"\npath = \"{}\"\ngrants = [\"kv\"]\n\
+             config = {{ holds = 3, hold_ms = 400 }}\n",
+            mock.addr(),
+            mock.cert_path().display(),
+            mock.macaroon_path().display(),
+            dir.path().join("cache").display(),
+            wasm.display(),
+        ),
+    )
+    .unwrap();
+    let (log1, log2) = (dir.path().join("first.log"), dir.path().join("second.log"));
+    let level = "info,htlcgate::gate=debug";
+    let mut first = spawn(&cfg, &log1, level);
+    mock.wait_connected(WAIT).await.unwrap();
+    mock.send_htlc(forward(1, 1_000_000, 2_000));
+    wait_for_line(&log1, "HTLC held by plugin").await;
+    first.start_kill().unwrap(); // SIGKILL: no shutdown code runs, no answer
+    first.wait().await.unwrap();
+    assert!(mock.resolutions().is_empty(), "answered before the kill");
+    assert!(mock.is_held((1, 1)), "LND keeps holding it");
+
+    let mut second = spawn(&cfg, &log2, level);
+    mock.wait_connects(2, WAIT).await.unwrap();
+    mock.wait_resolved(1, WAIT).await.unwrap();
+    second.start_kill().unwrap();
+    let _ = second.wait().await;
+    let r = mock.resolutions();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].stream_gen, 2);
+    assert_eq!(r[0].response.action(), ResolveHoldForwardAction::Resume);
+    // The restarted htlcgate asked from attempt 1 (holds are not journaled).
+    let text = read_log(&log2);
+    let held: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("HTLC held by plugin"))
+        .collect();
+    assert_eq!(held.len(), 3, "{text}");
+    assert!(held[0].contains("attempt=1"), "{}", held[0]);
+    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+}
