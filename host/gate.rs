@@ -649,10 +649,27 @@ impl Gate {
     /// its hold without an answer.
     pub fn on_outcome(&self, outcome: &HtlcOutcome) -> bool {
         let key = outcome.key;
-        let (held, deciding) = {
-            let st = self.lock();
-            (st.holds.get(&key).cloned(), st.inflight.contains(&key))
+        let (held, deciding, unanswered) = {
+            let mut st = self.lock();
+            // An event for a key still waiting for our answer means LND resolved
+            // the HTLC itself (auto_fail_height, or it resumed held HTLCs when a
+            // stream dropped): it no longer holds the key, and an answer now would
+            // get "forward does not exist" and end the stream. Forget it; the
+            // decision still finishes (and is journaled) but is not sent.
+            let unanswered = st
+                .current
+                .as_mut()
+                .is_some_and(|cur| cur.pending.remove(&key));
+            (
+                st.holds.get(&key).cloned(),
+                st.inflight.contains(&key),
+                unanswered,
+            )
         };
+        if unanswered {
+            tracing::warn!(circuit = %key, kind = outcome.kind.name(), "LND resolved the HTLC itself before htlcgate's answer; it gets no answer");
+            self.answered.notify_waiters();
+        }
         if let Some(sig) = &held {
             sig.resolved_by_lnd.store(true, Ordering::Release);
             sig.wake.notify_one();

@@ -335,3 +335,33 @@ async fn a_hold_cut_by_a_kill_9_is_decided_again_after_the_restart() {
     assert!(held[0].contains("attempt=1"), "{}", held[0]);
     assert!(mock.violations().is_empty(), "{:?}", mock.violations());
 }
+
+/// LND fails an HTLC back by itself (its auto_fail_height) while the chain is
+/// still deciding it: the late verdict must not be sent (LND no longer holds the
+/// key: "forward does not exist" would end the stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_htlc_lnd_fails_itself_while_the_chain_decides_is_never_answered() {
+    let mut slow = common::plugin("spin-forever");
+    slow.fuel = u64::MAX / 2;
+    slow.timeout = Duration::from_millis(1500);
+    slow.on_fault = htlcgate::config::OnFault::Resume;
+    let mut h = start(vec![slow], ChainConfig::default(), None).await;
+    h.wait_outcomes_on().await;
+    let mut req = forward(1, 1_000_000, 2_000);
+    req.auto_fail_height = (h.mock.node().height() + 1) as i32;
+    h.mock.send_htlc(req);
+    eventually("the decision running", || h.gate.in_flight() == 1).await;
+    assert_eq!(h.mock.mine(1), vec![(1, 1)]);
+    // The chain ends (the plugin's deadline, on_fault resume) after the event.
+    let ev = h.next_decision().await;
+    assert_eq!(ev.key.htlc_id, 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        h.mock.resolutions().is_empty(),
+        "{:?}",
+        h.mock.resolutions()
+    );
+    h.assert_no_violation();
+    assert_eq!(h.mock.connects(), 1, "{:?}", h.mock.stream_ends());
+    h.shutdown().await;
+}
