@@ -13,13 +13,21 @@
 //! transaction carries the plugins' key-value writes ([`crate::kv`]), so the state a
 //! verdict depended on is durable before the verdict is sent.
 //!
+//! Reads are skipped for keys that cannot be in the journal: it keeps, per incoming
+//! channel, the highest HTLC id it holds a verdict for (raised by the writer after each
+//! commit, before the commit's verdicts are released; never lowered by pruning, so it
+//! stays an upper bound). LND numbers a channel's incoming HTLCs upwards, so a new
+//! HTLC is above its channel's bound and costs no database read; a replayed one is not
+//! and is looked up.
+//!
 //! Bounded: an entry older than `max_age_days` (default 14: LND accepts CLTV deltas up
 //! to 2016 blocks, about 14 days, after which it can no longer replay the HTLC) or
 //! beyond `max_entries` (default 1,000,000, roughly 100 MB; oldest first) is pruned.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -122,6 +130,59 @@ pub struct Journal {
     db: Arc<Database>,
     writes: mpsc::Sender<Write>,
     kv: KvStore,
+    /// Per incoming channel, an upper bound of the HTLC ids with a committed verdict.
+    bounds: Arc<Bounds>,
+}
+
+/// Per incoming channel (chan_id), an upper bound of the HTLC ids that have a
+/// verdict in the journal: a key above its channel's bound (or on a channel without
+/// one) has none. Raised after a commit and before its verdicts are released, so a
+/// reader that sees a verdict's `record` resolved also sees the bound cover it.
+struct Bounds(Mutex<HashMap<u64, u64>>);
+
+impl Bounds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        // Every update is a single insert: a poisoned map is still consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` may have a verdict.
+    fn may_hold(&self, key: CircuitKey) -> bool {
+        self.lock()
+            .get(&key.chan_id)
+            .is_some_and(|&max| key.htlc_id <= max)
+    }
+
+    /// Covers the verdicts of `batch`.
+    fn raise(&self, batch: &[Write]) {
+        let mut map = self.lock();
+        for w in batch.iter().filter_map(|w| w.verdict.as_ref()) {
+            let max = map.entry(w.key.chan_id).or_insert(w.key.htlc_id);
+            *max = (*max).max(w.key.htlc_id);
+        }
+    }
+
+    /// The bounds of the verdicts already in `db`: per channel its highest key, found
+    /// by one range lookup per channel (not a scan of every entry).
+    fn load(db: &Database) -> Result<Bounds, JournalError> {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(VERDICTS)?;
+        let mut map = HashMap::new();
+        let mut from = Some(0u64);
+        while let Some(chan) = from {
+            let Some(first) = table.range((chan, 0u64)..)?.next() else {
+                break;
+            };
+            let (chan, _) = first?.0.value();
+            let last = table
+                .range((chan, 0u64)..=(chan, u64::MAX))?
+                .next_back()
+                .expect("the channel has the entry just found")?;
+            map.insert(chan, last.0.value().1);
+            from = chan.checked_add(1);
+        }
+        Ok(Bounds(Mutex::new(map)))
+    }
 }
 
 fn now_secs() -> u64 {
@@ -155,16 +216,23 @@ impl Journal {
         txn.open_table(BY_TIME)?;
         txn.open_table(ON_CHAIN)?;
         txn.commit()?;
+        let bounds = Arc::new(Bounds::load(&db)?);
         let db = Arc::new(db);
         let kv = KvStore::on(db.clone()).map_err(|e| JournalError::Db(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         let writer_db = db.clone();
         let writer_kv = kv.clone();
+        let writer_bounds = bounds.clone();
         std::thread::Builder::new()
             .name("htlcgate-journal".into())
-            .spawn(move || writer(writer_db, writer_kv, rx, retention))
+            .spawn(move || writer(writer_db, writer_kv, writer_bounds, rx, retention))
             .map_err(|e| JournalError::Db(e.to_string()))?;
-        Ok(Journal { db, writes: tx, kv })
+        Ok(Journal {
+            db,
+            writes: tx,
+            kv,
+            bounds,
+        })
     }
 
     /// The plugins' key-value store, in this journal's file and committed with its
@@ -211,8 +279,13 @@ impl Journal {
             .map_err(JournalError::Db)
     }
 
-    /// The verdict recorded for `key`, if any.
+    /// The verdict recorded for `key`, if any. Sees every verdict whose
+    /// [`Journal::record`] has resolved. A key above its channel's highest recorded
+    /// HTLC id (every new HTLC from LND) is answered without a database read.
     pub fn get(&self, key: CircuitKey) -> Result<Option<Verdict>, JournalError> {
+        if !self.bounds.may_hold(key) {
+            return Ok(None);
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(VERDICTS)?;
         let Some(v) = table.get((key.chan_id, key.htlc_id))? else {
@@ -271,7 +344,13 @@ impl Journal {
     }
 }
 
-fn writer(db: Arc<Database>, kv: KvStore, rx: mpsc::Receiver<Write>, retention: Retention) {
+fn writer(
+    db: Arc<Database>,
+    kv: KvStore,
+    bounds: Arc<Bounds>,
+    rx: mpsc::Receiver<Write>,
+    retention: Retention,
+) {
     let mut last_prune = std::time::Instant::now();
     loop {
         let first = match rx.recv_timeout(KV_FLUSH_EVERY) {
@@ -301,10 +380,13 @@ fn writer(db: Arc<Database>, kv: KvStore, rx: mpsc::Receiver<Write>, retention: 
             }
         }
         let result = commit(&db, &kv, &batch).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(
+        match &result {
+            // Before the verdicts are released: `get` must see them once `record`
+            // resolved (the gate relies on it to answer a replay with its verdict).
+            Ok(()) => bounds.raise(&batch),
+            Err(e) => tracing::error!(
                 "verdict journal write failed: {e}; these verdicts are sent but not durable"
-            );
+            ),
         }
         for w in batch {
             let _ = w.done.send(result.clone());
@@ -568,6 +650,51 @@ mod tests {
             assert_eq!(j.get(k(i as u64)).unwrap(), Some(v));
         }
         assert_eq!(j.get(k(99)).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn every_channel_s_verdicts_are_found_after_reopening_the_file() {
+        // Channels at both ends of the id space, ids out of order and far apart: the
+        // bounds loaded from the file must cover every entry.
+        let keys = [(0, 5), (0, 2), (7, u64::MAX), (7, 0), (9, 1), (u64::MAX, 3)];
+        let key = |(chan_id, htlc_id): (u64, u64)| CircuitKey { chan_id, htlc_id };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        {
+            let j = Journal::open(&path, Retention::default()).unwrap();
+            for (i, &c) in keys.iter().enumerate() {
+                j.record(key(c), &Verdict::Fail(FailCode::InvalidOnionKey), i as i32)
+                    .await
+                    .unwrap();
+                assert!(j.get(key(c)).unwrap().is_some(), "{c:?} just recorded");
+            }
+        }
+        // The writer thread holds the database until its channel closes.
+        std::thread::sleep(Duration::from_millis(50));
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        for c in keys {
+            assert_eq!(
+                j.get(key(c)).unwrap(),
+                Some(Verdict::Fail(FailCode::InvalidOnionKey)),
+                "{c:?}"
+            );
+        }
+        for absent in [
+            (0, 3),
+            (0, 6),
+            (1, 0),
+            (8, 0),
+            (9, 0),
+            (9, 2),
+            (u64::MAX, 4),
+        ] {
+            assert_eq!(j.get(key(absent)).unwrap(), None, "{absent:?}");
+        }
+        // New verdicts after reopening, below and above the loaded bounds.
+        j.record(key((9, 0)), &Verdict::Resume, 0).await.unwrap();
+        j.record(key((0, 100)), &Verdict::Resume, 0).await.unwrap();
+        assert_eq!(j.get(key((9, 0))).unwrap(), Some(Verdict::Resume));
+        assert_eq!(j.get(key((0, 100))).unwrap(), Some(Verdict::Resume));
     }
 
     #[tokio::test]
