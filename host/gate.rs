@@ -145,7 +145,13 @@ enum HoldEnd {
     ResolvedByLnd,
 }
 
+/// Most keys remembered as resolved by LND itself (awaiting their final event).
+const LND_RESOLVED_MAX: usize = 10_000;
+
 struct State {
+    /// Keys LND resolved itself while htlcgate held or decided them, until their
+    /// final HTLC event (they are not in the journal, yet their outcomes are ours).
+    lnd_resolved: HashSet<CircuitKey>,
     /// Keys held by a plugin's `hold`, and what ends each hold early.
     holds: HashMap<CircuitKey, Arc<HoldSignal>>,
     /// Keys LND holds in the on-chain flow: answered only with a settle.
@@ -231,6 +237,7 @@ impl Gate {
             swaps: std::sync::atomic::AtomicU64::new(0),
             journal,
             state: Mutex::new(State {
+                lnd_resolved: HashSet::new(),
                 holds: HashMap::new(),
                 on_chain,
                 inflight: HashSet::new(),
@@ -660,11 +667,22 @@ impl Gate {
                 .current
                 .as_mut()
                 .is_some_and(|cur| cur.pending.remove(&key));
-            (
-                st.holds.get(&key).cloned(),
-                st.inflight.contains(&key),
-                unanswered,
-            )
+            let held = st.holds.get(&key).cloned();
+            // Keys LND resolved itself are never journaled: remember them until
+            // their final event so that every event of theirs reaches plugins.
+            let mut known = if outcome.kind.is_final() {
+                st.lnd_resolved.remove(&key)
+            } else {
+                st.lnd_resolved.contains(&key)
+            };
+            if (unanswered || held.is_some()) && !outcome.kind.is_final() {
+                if st.lnd_resolved.len() >= LND_RESOLVED_MAX {
+                    st.lnd_resolved.clear();
+                }
+                st.lnd_resolved.insert(key);
+                known = true;
+            }
+            (held, st.inflight.contains(&key) || known, unanswered)
         };
         if unanswered {
             tracing::warn!(circuit = %key, kind = outcome.kind.name(), "LND resolved the HTLC itself before htlcgate's answer; it gets no answer");
