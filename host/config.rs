@@ -922,6 +922,47 @@ mod tests {
     }
 
     #[test]
+    fn hold_bounds_and_on_hold_expiry_are_checked_naming_key_and_range() {
+        let (_d, cfg) = with_plugin_file();
+        let c = Config::parse(
+            "[chain]\nmax_hold_ms = 5000\nhold_margin_blocks = 6\n",
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(c.chain.max_hold, Duration::from_millis(5000));
+        assert_eq!(c.chain.hold_margin_blocks, 6);
+        for (text, key, range) in [
+            (
+                "[chain]\nmax_hold_ms = 0\n",
+                "chain.max_hold_ms",
+                "1..=600000",
+            ),
+            (
+                "[chain]\nmax_hold_ms = 600001\n",
+                "chain.max_hold_ms",
+                "1..=600000",
+            ),
+            (
+                "[chain]\nhold_margin_blocks = 0\n",
+                "chain.hold_margin_blocks",
+                "1..=144",
+            ),
+        ] {
+            let msg = Config::parse(text, &cfg).unwrap_err().to_string();
+            assert!(msg.contains(key) && msg.contains(range), "{msg}");
+        }
+        let text = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\non_hold_expiry = \"settle\"\n";
+        let msg = Config::parse(text, &cfg).unwrap_err().to_string();
+        assert!(
+            msg.contains("on_hold_expiry") || msg.contains("settle"),
+            "{msg}"
+        );
+        let text = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\non_hold_expiry = \"resume\"\n";
+        let c = Config::parse(text, &cfg).unwrap();
+        assert_eq!(c.plugins[0].on_hold_expiry, DefaultVerdict::Resume);
+    }
+
+    #[test]
     fn timeout_longer_than_the_budget_is_refused() {
         let (_d, cfg) = with_plugin_file();
         let text = "[chain]\nbudget_ms = 100\n[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\ntimeout_ms = 200\n";
