@@ -70,15 +70,7 @@ async fn start(plugins: Vec<PluginConfig>, chain: ChainConfig, require: bool) ->
 impl Harness {
     /// Responses accepted by the mock, by key; panics on a key answered twice.
     fn answers(&self) -> HashMap<(u64, u64), ForwardHtlcInterceptResponse> {
-        let mut out = HashMap::new();
-        for r in self.mock.resolutions() {
-            assert!(
-                out.insert(r.key, r.response).is_none(),
-                "key {:?} answered twice",
-                r.key
-            );
-        }
-        out
+        common::answers(&self.mock)
     }
 
     fn assert_stream_never_ended(&self) {

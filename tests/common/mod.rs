@@ -57,3 +57,21 @@ pub fn forward(id: u64, out: u64, fee: u64) -> ForwardHtlcInterceptRequest {
 pub fn input(req: ForwardHtlcInterceptRequest) -> Arc<HtlcInput> {
     Arc::new(HtlcInput::from_request(req).unwrap())
 }
+
+/// Answers the mock LND accepted, by key; panics on a key answered twice.
+pub fn answers(
+    mock: &htlcgate::mock_lnd::MockLnd,
+) -> std::collections::HashMap<
+    (u64, u64),
+    htlcgate::lnd::proto::routerrpc::ForwardHtlcInterceptResponse,
+> {
+    let mut out = std::collections::HashMap::new();
+    for r in mock.resolutions() {
+        assert!(
+            out.insert(r.key, r.response).is_none(),
+            "key {:?} answered twice",
+            r.key
+        );
+    }
+    out
+}
