@@ -7,11 +7,15 @@
 //! pruning), and the keys LND refused to resume or fail because they are held in the
 //! on-chain flow (answered only with a settle, or not at all).
 //!
-//! Writes go through one writer thread that commits whatever has queued up as one
-//! transaction (group commit): one fsync covers many verdicts under load, and a
-//! verdict is released for sending only after its commit returned. The same
-//! transaction carries the plugins' key-value writes ([`crate::kv`]), so the state a
-//! verdict depended on is durable before the verdict is sent.
+//! Writes go through one writer thread that appends whatever has queued up as one
+//! record of the write-ahead log ([`crate::wal`], `<path>.wal`, fsync'd; group
+//! commit: one fsync covers many verdicts under load), and a verdict is released for
+//! sending only after its record is on disk. The same record carries the plugins'
+//! key-value writes ([`crate::kv`]), so the state a verdict depended on is durable
+//! before the verdict is sent. Every second (or 8,192 entries, or 16 MiB) the
+//! writer moves the log into the redb file in one transaction and empties it (a
+//! checkpoint); verdicts not yet moved are answered from memory. Opening the
+//! journal moves whatever a crash left in the log into the redb file first.
 //!
 //! Reads are skipped for keys that cannot be in the journal: it keeps, per incoming
 //! channel, the highest HTLC id it holds a verdict for (raised by the writer after each
@@ -28,14 +32,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::circuit::CircuitKey;
-use crate::kv::KvStore;
+use crate::kv::{Flushed, KvOp, KvStore};
 use crate::verdict::{FailCode, Modification, Verdict};
+use crate::wal::{self, Wal, WalEntry, WalRecord};
 
 /// Key -> encoded entry (format version, write time, auto-fail height, verdict).
 const VERDICTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("verdicts");
@@ -43,11 +48,20 @@ const VERDICTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("verdi
 const BY_TIME: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("verdicts_by_time");
 /// Keys held in LND's on-chain flow -> time marked.
 const ON_CHAIN: TableDefinition<(u64, u64), u64> = TableDefinition::new("on_chain");
+/// "wal_seq" -> the highest write-ahead log record already in this file.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Entry format version.
 const FORMAT: u8 = 1;
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
+/// Checkpoint (log into the redb file) at least this often while the log has
+/// entries...
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// ...or once this many entries wait in it...
+const CHECKPOINT_ENTRIES: usize = 8192;
+/// ...or once it is this large.
+const CHECKPOINT_BYTES: u64 = 16 << 20;
 /// Prune at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Plugin state written outside a decision is flushed at least this often.
@@ -118,6 +132,19 @@ struct Write {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// What the writer thread is asked to do.
+enum Msg {
+    /// Make a verdict (and pending plugin state) durable.
+    Write(Write),
+    /// Move the log into the redb file now (tests).
+    #[cfg(test)]
+    Checkpoint(oneshot::Sender<()>),
+    /// Stop at once without a checkpoint, as a crash would (tests).
+    #[cfg(test)]
+    Crash(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
 struct VerdictWrite {
     key: CircuitKey,
     entry: Vec<u8>,
@@ -128,10 +155,25 @@ struct VerdictWrite {
 #[derive(Clone)]
 pub struct Journal {
     db: Arc<Database>,
-    writes: mpsc::Sender<Write>,
+    writes: mpsc::Sender<Msg>,
     kv: KvStore,
     /// Per incoming channel, an upper bound of the HTLC ids with a committed verdict.
     bounds: Arc<Bounds>,
+    /// Verdicts durable in the log but not yet in the redb file.
+    unsynced: Arc<Unsynced>,
+}
+
+/// The verdicts in the write-ahead log that the redb file does not have yet, by
+/// key (the first verdict of a key wins, as in the file). Filled before a record's
+/// verdicts are released; emptied after a checkpoint committed them to the file.
+#[derive(Default)]
+struct Unsynced(Mutex<HashMap<(u64, u64), Vec<u8>>>);
+
+impl Unsynced {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Vec<u8>>> {
+        // Every update is a single insert or a clear: a poisoned map is consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Per incoming channel (chan_id), an upper bound of the HTLC ids that have a
@@ -154,9 +196,9 @@ impl Bounds {
     }
 
     /// Covers the verdicts of `batch`.
-    fn raise(&self, batch: &[Write]) {
+    fn raise(&self, batch: &[VerdictWrite]) {
         let mut map = self.lock();
-        for w in batch.iter().filter_map(|w| w.verdict.as_ref()) {
+        for w in batch {
             let max = map.entry(w.key.chan_id).or_insert(w.key.htlc_id);
             *max = (*max).max(w.key.htlc_id);
         }
@@ -192,13 +234,22 @@ fn now_secs() -> u64 {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal file.
+    /// Opens (or creates) the journal file and its write-ahead log beside it
+    /// (`<path>.wal`); moves what the log holds (after a crash) into the file.
     pub fn open(path: &Path, retention: Retention) -> Result<Journal, JournalError> {
-        let db = Database::create(path).map_err(|e| JournalError::Open {
-            path: path.display().to_string(),
+        let open_err = |p: &Path, e: &dyn std::fmt::Display| JournalError::Open {
+            path: p.display().to_string(),
             reason: e.to_string(),
-        })?;
-        Journal::start(db, retention)
+        };
+        let db = Database::create(path).map_err(|e| open_err(path, &e))?;
+        let wal_path = wal::path_for(path);
+        let (wal, records, ignored) = Wal::open(&wal_path).map_err(|e| open_err(&wal_path, &e))?;
+        if ignored > 0 {
+            // Only a record torn by a crash while it was written: none of its
+            // verdicts was sent.
+            tracing::warn!(path = %wal_path.display(), bytes = ignored, "verdict journal: ignoring a torn record at the end of the write-ahead log (a crash while writing it; nothing in it was sent)");
+        }
+        Journal::start(db, Some((wal, records)), retention)
     }
 
     /// A journal that lives in memory only (tests and the demo).
@@ -206,32 +257,60 @@ impl Journal {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .expect("in-memory database");
-        Journal::start(db, Retention::default()).expect("in-memory journal")
+        Journal::start(db, None, Retention::default()).expect("in-memory journal")
     }
 
-    fn start(db: Database, retention: Retention) -> Result<Journal, JournalError> {
+    fn start(
+        db: Database,
+        wal: Option<(Wal, Vec<WalRecord>)>,
+        retention: Retention,
+    ) -> Result<Journal, JournalError> {
         // Create the tables so that readers never see them missing.
         let txn = db.begin_write()?;
         txn.open_table(VERDICTS)?;
         txn.open_table(BY_TIME)?;
         txn.open_table(ON_CHAIN)?;
+        txn.open_table(META)?;
         txn.commit()?;
+        let (wal, next_seq) = match wal {
+            Some((mut wal, records)) => {
+                let next = recover(&db, &records)?;
+                wal.reset().map_err(|e| {
+                    JournalError::Db(format!("emptying {}: {e}", wal.path().display()))
+                })?;
+                (Some(wal), next)
+            }
+            None => (None, 1),
+        };
         let bounds = Arc::new(Bounds::load(&db)?);
+        let unsynced = Arc::new(Unsynced::default());
         let db = Arc::new(db);
         let kv = KvStore::on(db.clone()).map_err(|e| JournalError::Db(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
-        let writer_db = db.clone();
-        let writer_kv = kv.clone();
-        let writer_bounds = bounds.clone();
+        let writer = Writer {
+            db: db.clone(),
+            kv: kv.clone(),
+            bounds: bounds.clone(),
+            unsynced: unsynced.clone(),
+            wal,
+            next_seq,
+            verdicts: Vec::new(),
+            kv_ops: Vec::new(),
+            flushed: Vec::new(),
+            last_checkpoint: Instant::now(),
+            retention,
+            last_prune: Instant::now(),
+        };
         std::thread::Builder::new()
             .name("htlcgate-journal".into())
-            .spawn(move || writer(writer_db, writer_kv, writer_bounds, rx, retention))
+            .spawn(move || writer.run(rx))
             .map_err(|e| JournalError::Db(e.to_string()))?;
         Ok(Journal {
             db,
             writes: tx,
             kv,
             bounds,
+            unsynced,
         })
     }
 
@@ -245,10 +324,10 @@ impl Journal {
     pub async fn sync(&self) -> Result<(), JournalError> {
         let (done, rx) = oneshot::channel();
         self.writes
-            .send(Write {
+            .send(Msg::Write(Write {
                 verdict: None,
                 done,
-            })
+            }))
             .map_err(|_| JournalError::Stopped)?;
         rx.await
             .map_err(|_| JournalError::Stopped)?
@@ -265,14 +344,14 @@ impl Journal {
         let time = now_secs();
         let (done, rx) = oneshot::channel();
         self.writes
-            .send(Write {
+            .send(Msg::Write(Write {
                 verdict: Some(VerdictWrite {
                     key,
                     entry: encode(verdict, time, auto_fail_height),
                     time,
                 }),
                 done,
-            })
+            }))
             .map_err(|_| JournalError::Stopped)?;
         rx.await
             .map_err(|_| JournalError::Stopped)?
@@ -286,12 +365,21 @@ impl Journal {
         if !self.bounds.may_hold(key) {
             return Ok(None);
         }
+        let recent = self
+            .unsynced
+            .lock()
+            .get(&(key.chan_id, key.htlc_id))
+            .cloned();
         let txn = self.db.begin_read()?;
         let table = txn.open_table(VERDICTS)?;
-        let Some(v) = table.get((key.chan_id, key.htlc_id))? else {
-            return Ok(None);
+        // The file's entry first: it is the older one when both exist.
+        let stored = table.get((key.chan_id, key.htlc_id))?;
+        let bytes = match (&stored, &recent) {
+            (Some(v), _) => v.value(),
+            (None, Some(r)) => r.as_slice(),
+            (None, None) => return Ok(None),
         };
-        match decode(v.value()) {
+        match decode(bytes) {
             Some(verdict) => Ok(Some(verdict)),
             None => Err(JournalError::Db(format!(
                 "entry for {key} is corrupt (unknown format); it is ignored"
@@ -301,8 +389,16 @@ impl Journal {
 
     /// Number of verdicts recorded.
     pub fn len(&self) -> Result<u64, JournalError> {
+        let unsynced: Vec<(u64, u64)> = self.unsynced.lock().keys().copied().collect();
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(VERDICTS)?.len()?)
+        let table = txn.open_table(VERDICTS)?;
+        let mut n = table.len()?;
+        for k in unsynced {
+            if table.get(k)?.is_none() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Whether no verdict is recorded.
@@ -338,90 +434,282 @@ impl Journal {
         Ok(out)
     }
 
+    /// Moves the write-ahead log into the file now.
+    #[cfg(test)]
+    async fn checkpoint_now(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(Msg::Checkpoint(tx)).unwrap();
+        rx.await.unwrap();
+    }
+
+    /// Stops the writer at once, without a checkpoint, as `kill -9` would; the
+    /// file is released when the journal is dropped.
+    #[cfg(test)]
+    async fn crash(self) {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(Msg::Crash(tx)).unwrap();
+        rx.await.unwrap();
+    }
+
     /// Prunes by age and count now (the writer also does it every minute).
     pub fn prune(&self, retention: Retention) -> Result<u64, JournalError> {
         prune(&self.db, retention, now_secs())
     }
 }
 
-fn writer(
+/// Moves the log's records that the file does not have yet (sequence above its
+/// `wal_seq`) into the file, in one transaction. Returns the next sequence number.
+fn recover(db: &Database, records: &[WalRecord]) -> Result<u64, JournalError> {
+    let txn = db.begin_write()?;
+    let applied = txn
+        .open_table(META)?
+        .get("wal_seq")?
+        .map_or(0, |v| v.value());
+    let fresh: Vec<&WalRecord> = records.iter().filter(|r| r.seq > applied).collect();
+    let Some(last) = fresh.last().map(|r| r.seq) else {
+        drop(txn);
+        let newest = records.iter().map(|r| r.seq).max().unwrap_or(0);
+        return Ok(applied.max(newest) + 1);
+    };
+    let mut verdicts = Vec::new();
+    let mut ops = Vec::new();
+    for r in &fresh {
+        for e in &r.entries {
+            match e {
+                WalEntry::Verdict { key, time, entry } => verdicts.push(VerdictWrite {
+                    key: *key,
+                    entry: entry.clone(),
+                    time: *time,
+                }),
+                WalEntry::Kv(op) => ops.push(op.clone()),
+            }
+        }
+    }
+    apply(txn, &verdicts, &ops, last)?;
+    tracing::info!(
+        records = fresh.len(),
+        verdicts = verdicts.len(),
+        plugin_writes = ops.len(),
+        "verdict journal: moved the write-ahead log left by an unclean stop into the file"
+    );
+    Ok(last + 1)
+}
+
+/// The writer thread's state.
+struct Writer {
     db: Arc<Database>,
     kv: KvStore,
     bounds: Arc<Bounds>,
-    rx: mpsc::Receiver<Write>,
+    unsynced: Arc<Unsynced>,
+    /// The log; `None` for an in-memory journal, which commits every batch to
+    /// the (in-memory) database directly.
+    wal: Option<Wal>,
+    /// The next record's sequence number.
+    next_seq: u64,
+    /// Verdicts in the log, not yet in the file.
+    verdicts: Vec<VerdictWrite>,
+    /// Plugin writes in the log, not yet in the file, in order.
+    kv_ops: Vec<KvOp>,
+    /// Their flushes, confirmed to the store once in the file.
+    flushed: Vec<Flushed>,
+    last_checkpoint: Instant,
     retention: Retention,
-) {
-    let mut last_prune = std::time::Instant::now();
-    loop {
-        let first = match rx.recv_timeout(KV_FLUSH_EVERY) {
-            Ok(w) => w,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if kv.has_dirty() {
-                    if let Err(e) = commit(&db, &kv, &[]) {
-                        tracing::error!(
-                            "plugin state write failed: {e}; retrying with the next commit"
-                        );
+    last_prune: Instant,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        loop {
+            let wait = if self.has_pending() {
+                CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed())
+            } else {
+                KV_FLUSH_EVERY
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(Msg::Write(w)) => w,
+                #[cfg(test)]
+                Ok(Msg::Checkpoint(done)) => {
+                    self.checkpoint();
+                    let _ = done.send(());
+                    continue;
+                }
+                #[cfg(test)]
+                Ok(Msg::Crash(done)) => {
+                    drop(self);
+                    let _ = done.send(());
+                    return;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.kv.has_dirty() {
+                        if let Err(e) = self.make_durable(&[]) {
+                            tracing::error!(
+                                "plugin state write failed: {e}; retrying with the next commit"
+                            );
+                        }
                     }
+                    self.maybe_checkpoint();
+                    continue;
                 }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                if let Err(e) = commit(&db, &kv, &[]) {
-                    tracing::error!("plugin state write at shutdown failed: {e}");
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if let Err(e) = self.make_durable(&[]) {
+                        tracing::error!("plugin state write at shutdown failed: {e}");
+                    }
+                    self.checkpoint();
+                    return;
                 }
-                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Msg::Write(w)) => batch.push(w),
+                    #[cfg(test)]
+                    Ok(_) => panic!("journal test messages are sent alone"),
+                    Err(_) => break,
+                }
             }
+            let verdicts: Vec<VerdictWrite> =
+                batch.iter().filter_map(|w| w.verdict.clone()).collect();
+            let result = self.make_durable(&verdicts).map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::error!(
+                    "verdict journal write failed: {e}; these verdicts are sent but not durable"
+                );
+            }
+            for w in batch {
+                let _ = w.done.send(result.clone());
+            }
+            self.maybe_checkpoint();
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.verdicts.is_empty() || !self.kv_ops.is_empty()
+    }
+
+    /// Makes `verdicts` and every dirty plugin key durable: one log record (or,
+    /// without a log, one transaction). Before returning Ok, `get` sees them.
+    fn make_durable(&mut self, verdicts: &[VerdictWrite]) -> Result<(), JournalError> {
+        let (ops, flushed) = self.kv.take_dirty();
+        if verdicts.is_empty() && ops.is_empty() {
+            return Ok(());
+        }
+        let Some(wal) = &mut self.wal else {
+            let txn = self.db.begin_write()?;
+            return match apply(txn, verdicts, &ops, 0) {
+                Ok(()) => {
+                    self.kv.committed(flushed);
+                    self.bounds.raise(verdicts);
+                    Ok(())
+                }
+                Err(e) => {
+                    self.kv.failed(flushed);
+                    Err(e)
+                }
+            };
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+        let record = WalRecord {
+            seq: self.next_seq,
+            entries: verdicts
+                .iter()
+                .map(|v| WalEntry::Verdict {
+                    key: v.key,
+                    time: v.time,
+                    entry: v.entry.clone(),
+                })
+                .chain(ops.iter().cloned().map(WalEntry::Kv))
+                .collect(),
+        };
+        if let Err(e) = wal.append(&record) {
+            self.kv.failed(flushed);
+            return Err(JournalError::Db(format!(
+                "appending to {}: {e}",
+                wal.path().display()
+            )));
+        }
+        self.next_seq += 1;
+        {
+            let mut unsynced = self.unsynced.lock();
+            for v in verdicts {
+                unsynced
+                    .entry((v.key.chan_id, v.key.htlc_id))
+                    .or_insert_with(|| v.entry.clone());
             }
         }
-        let result = commit(&db, &kv, &batch).map_err(|e| e.to_string());
-        match &result {
-            // Before the verdicts are released: `get` must see them once `record`
-            // resolved (the gate relies on it to answer a replay with its verdict).
-            Ok(()) => bounds.raise(&batch),
-            Err(e) => tracing::error!(
-                "verdict journal write failed: {e}; these verdicts are sent but not durable"
-            ),
+        // Before the verdicts are released: `get` must see them once `record`
+        // resolved (the gate relies on it to answer a replay with its verdict).
+        self.bounds.raise(verdicts);
+        self.verdicts.extend_from_slice(verdicts);
+        self.kv_ops.extend(ops);
+        self.flushed.push(flushed);
+        Ok(())
+    }
+
+    fn maybe_checkpoint(&mut self) {
+        let full = self.verdicts.len() + self.kv_ops.len() >= CHECKPOINT_ENTRIES
+            || self
+                .wal
+                .as_ref()
+                .is_some_and(|w| w.len_bytes() >= CHECKPOINT_BYTES);
+        if self.has_pending() && (full || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY) {
+            self.checkpoint();
         }
-        for w in batch {
-            let _ = w.done.send(result.clone());
-        }
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            last_prune = std::time::Instant::now();
-            match prune(&db, retention, now_secs()) {
+        if self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.last_prune = Instant::now();
+            match prune(&self.db, self.retention, now_secs()) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "verdict journal pruned"),
                 Err(e) => tracing::warn!("verdict journal prune failed: {e}"),
             }
         }
     }
-}
 
-/// Commits the batch's verdicts and every dirty plugin key in one durable
-/// transaction.
-fn commit(db: &Database, kv: &KvStore, batch: &[Write]) -> Result<(), JournalError> {
-    let txn = db.begin_write()?;
-    let flushed = kv
-        .flush_into(&txn)
-        .map_err(|e| JournalError::Db(e.to_string()))?;
-    let result = commit_verdicts(txn, batch);
-    match &result {
-        Ok(()) => kv.committed(flushed),
-        Err(_) => kv.failed(flushed),
+    /// Moves the log's entries into the file in one transaction, then empties the
+    /// log. On failure everything stays in the log (durable) and memory, and the
+    /// next checkpoint tries again.
+    fn checkpoint(&mut self) {
+        self.last_checkpoint = Instant::now();
+        if !self.has_pending() {
+            return;
+        }
+        let seq = self.next_seq - 1;
+        let res = self
+            .db
+            .begin_write()
+            .map_err(JournalError::from)
+            .and_then(|txn| apply(txn, &self.verdicts, &self.kv_ops, seq));
+        if let Err(e) = res {
+            tracing::error!("verdict journal checkpoint failed: {e}; the write-ahead log keeps the entries, retrying");
+            return;
+        }
+        // In the file now: readers find them there.
+        self.unsynced.lock().clear();
+        self.verdicts.clear();
+        self.kv_ops.clear();
+        for f in self.flushed.drain(..) {
+            self.kv.committed(f);
+        }
+        if let Some(wal) = &mut self.wal {
+            if let Err(e) = wal.reset() {
+                // Harmless: its records are at or below the file's `wal_seq` and
+                // are skipped when the journal is opened.
+                tracing::warn!(path = %wal.path().display(), "emptying the write-ahead log failed: {e}");
+            }
+        }
     }
-    result
 }
 
-fn commit_verdicts(txn: redb::WriteTransaction, batch: &[Write]) -> Result<(), JournalError> {
+/// Writes verdicts (the first per key wins), plugin writes and, with a log, its
+/// highest record `seq` in one durable transaction.
+fn apply(
+    txn: redb::WriteTransaction,
+    batch: &[VerdictWrite],
+    ops: &[KvOp],
+    seq: u64,
+) -> Result<(), JournalError> {
     {
         let mut verdicts = txn.open_table(VERDICTS)?;
         let mut by_time = txn.open_table(BY_TIME)?;
-        for w in batch.iter().filter_map(|w| w.verdict.as_ref()) {
+        for w in batch {
             let k = (w.key.chan_id, w.key.htlc_id);
             // The first verdict for a key is the one LND may have acted on: keep it.
             if verdicts.get(k)?.is_some() {
@@ -430,7 +718,11 @@ fn commit_verdicts(txn: redb::WriteTransaction, batch: &[Write]) -> Result<(), J
             verdicts.insert(k, w.entry.as_slice())?;
             by_time.insert((w.time, w.key.chan_id, w.key.htlc_id), ())?;
         }
+        if seq > 0 {
+            txn.open_table(META)?.insert("wal_seq", seq)?;
+        }
     }
+    crate::kv::apply_ops(&txn, ops).map_err(|e| JournalError::Db(e.to_string()))?;
     txn.commit()?;
     Ok(())
 }
@@ -695,6 +987,97 @@ mod tests {
         j.record(key((0, 100)), &Verdict::Resume, 0).await.unwrap();
         assert_eq!(j.get(key((9, 0))).unwrap(), Some(Verdict::Resume));
         assert_eq!(j.get(key((0, 100))).unwrap(), Some(Verdict::Resume));
+    }
+
+    fn limits() -> crate::config::KvLimits {
+        crate::config::KvLimits::default()
+    }
+
+    #[tokio::test]
+    async fn verdicts_and_plugin_state_in_the_log_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let ns = j.kv().namespace("p").unwrap();
+        ns.set(b"count", b"1", &limits()).unwrap();
+        ns.set(b"gone", b"x", &limits()).unwrap();
+        j.record(k(1), &Verdict::Settle([3; 32]), 0).await.unwrap();
+        ns.delete(b"gone", &limits()).unwrap();
+        j.record(k(2), &Verdict::Resume, 0).await.unwrap();
+        // Durable in the log only: the redb file has none of it yet.
+        assert!(std::fs::metadata(wal::path_for(&path)).unwrap().len() > 0);
+        assert_eq!(on_disk(&j, b"count"), None);
+        drop(ns);
+        j.crash().await;
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Settle([3; 32])));
+        assert_eq!(j.get(k(2)).unwrap(), Some(Verdict::Resume));
+        assert_eq!(j.len().unwrap(), 2);
+        let ns = j.kv().namespace("p").unwrap();
+        assert_eq!(ns.get(b"count", &limits()).unwrap(), Some(b"1".to_vec()));
+        assert_eq!(ns.get(b"gone", &limits()).unwrap(), None);
+        // Moved into the file at open: the log is empty again.
+        assert_eq!(std::fs::metadata(wal::path_for(&path)).unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_deletion_in_the_log_is_not_undone_by_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let ns = j.kv().namespace("p").unwrap();
+        ns.set(b"k", b"old", &limits()).unwrap();
+        j.record(k(1), &Verdict::Resume, 0).await.unwrap();
+        j.checkpoint_now().await;
+        assert_eq!(on_disk(&j, b"k"), Some(b"old".to_vec()));
+        ns.delete(b"k", &limits()).unwrap();
+        j.record(k(2), &Verdict::Resume, 0).await.unwrap();
+        // The file still has the old value; the deletion is only in the log, so
+        // the namespace must keep answering "absent" from memory.
+        assert_eq!(on_disk(&j, b"k"), Some(b"old".to_vec()));
+        assert_eq!(ns.get(b"k", &limits()).unwrap(), None);
+        j.checkpoint_now().await;
+        assert_eq!(on_disk(&j, b"k"), None);
+        assert_eq!(ns.get(b"k", &limits()).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn log_records_already_in_the_file_are_not_applied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let ns = j.kv().namespace("p").unwrap();
+        ns.set(b"k", b"1", &limits()).unwrap();
+        j.record(k(1), &Verdict::Resume, 0).await.unwrap();
+        let stale = std::fs::read(wal::path_for(&path)).unwrap();
+        j.checkpoint_now().await;
+        ns.set(b"k", b"2", &limits()).unwrap();
+        j.record(k(2), &Verdict::Resume, 0).await.unwrap();
+        j.checkpoint_now().await;
+        drop(ns);
+        j.crash().await;
+        // As if emptying the log after the first checkpoint had been lost.
+        std::fs::write(wal::path_for(&path), stale).unwrap();
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let ns = j.kv().namespace("p").unwrap();
+        assert_eq!(ns.get(b"k", &limits()).unwrap(), Some(b"2".to_vec()));
+        assert_eq!(j.len().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_first_verdict_wins_between_log_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        j.record(k(1), &Verdict::Resume, 0).await.unwrap();
+        j.checkpoint_now().await;
+        j.record(k(1), &Verdict::Fail(FailCode::TemporaryChannelFailure), 0)
+            .await
+            .unwrap();
+        assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
+        j.crash().await;
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
     }
 
     #[tokio::test]

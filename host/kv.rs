@@ -101,6 +101,34 @@ struct NsState {
     count: u64,
 }
 
+/// One key's new state, on its way to the database file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvOp {
+    /// The plugin's namespace.
+    pub ns: Arc<str>,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value; `None` deletes the key.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Writes `ops` (in order) into `txn`.
+pub fn apply_ops(txn: &WriteTransaction, ops: &[KvOp]) -> Result<(), KvError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(KV).map_err(storage)?;
+    for op in ops {
+        let k = (&*op.ns, op.key.as_slice());
+        match &op.value {
+            Some(v) => table.insert(k, v.as_slice()).map(drop),
+            None => table.remove(k).map(drop),
+        }
+        .map_err(storage)?;
+    }
+    Ok(())
+}
+
 /// Keys taken by one flush, to confirm or restore after the commit.
 pub struct Flushed {
     taken: Vec<(Arc<Namespace>, Vec<Vec<u8>>)>,
@@ -188,44 +216,45 @@ impl KvStore {
         self.inner.db.is_some() && self.inner.dirty.load(Ordering::Acquire)
     }
 
-    /// Writes every dirty key into `txn` (the journal's, committed durably by the
-    /// caller), then [`KvStore::committed`] or [`KvStore::failed`] with the result.
+    /// Writes every dirty key into `txn` (committed durably by the caller), then
+    /// [`KvStore::committed`] or [`KvStore::failed`] with the result.
     pub fn flush_into(&self, txn: &WriteTransaction) -> Result<Flushed, KvError> {
+        let (ops, flushed) = self.take_dirty();
+        if let Err(e) = apply_ops(txn, &ops) {
+            self.failed(flushed);
+            return Err(e);
+        }
+        Ok(flushed)
+    }
+
+    /// Takes every dirty key's current value (`None`: deleted) as operations to
+    /// make durable. Then [`KvStore::failed`] if that fails; once the operations are
+    /// in the database file, [`KvStore::committed`] (not before: a deletion's
+    /// tombstone must stay in memory while the file still has the old value).
+    pub fn take_dirty(&self) -> (Vec<KvOp>, Flushed) {
         let mut flushed = Flushed { taken: Vec::new() };
+        let mut ops = Vec::new();
         if !self.has_dirty() {
-            return Ok(flushed);
+            return (ops, flushed);
         }
         self.inner.dirty.store(false, Ordering::Release);
         let spaces: Vec<Arc<Namespace>> = lock(&self.inner.spaces).values().cloned().collect();
-        let mut table = txn.open_table(KV).map_err(storage)?;
         for ns in spaces {
-            let mut writes = Vec::new();
-            {
-                let mut st = lock(&ns.state);
-                if st.dirty.is_empty() {
-                    continue;
-                }
-                let keys: Vec<Vec<u8>> = st.dirty.drain().collect();
-                for k in &keys {
-                    writes.push((k.clone(), st.cache.get(k).cloned().flatten()));
-                }
-                flushed.taken.push((ns.clone(), keys));
+            let mut st = lock(&ns.state);
+            if st.dirty.is_empty() {
+                continue;
             }
-            for (k, v) in writes {
-                let res = match v {
-                    Some(v) => table
-                        .insert((&*ns.name, k.as_slice()), v.as_slice())
-                        .map(drop),
-                    None => table.remove((&*ns.name, k.as_slice())).map(drop),
-                };
-                if let Err(e) = res {
-                    drop(table);
-                    self.failed(flushed);
-                    return Err(storage(e));
-                }
+            let keys: Vec<Vec<u8>> = st.dirty.drain().collect();
+            for k in &keys {
+                ops.push(KvOp {
+                    ns: ns.name.clone(),
+                    key: k.clone(),
+                    value: st.cache.get(k).cloned().flatten(),
+                });
             }
+            flushed.taken.push((ns.clone(), keys));
         }
-        Ok(flushed)
+        (ops, flushed)
     }
 
     /// After the flush's transaction committed: deletions are on disk, their

@@ -23,4 +23,5 @@ pub mod reload;
 pub mod replay;
 pub mod scaffold;
 pub mod verdict;
+pub mod wal;
 pub mod wasm;
