@@ -213,6 +213,17 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
         plugins.push((plugin_id(&cfg.name), p));
     }
 
+    // Three empty decides in a row: htlcgate's own cost of a 3-plugin chain, with
+    // no plugin code in it (the target's "3 floors").
+    let mut empties = (0..3)
+        .map(|i| {
+            let cfg =
+                PluginConfig::with_defaults(&format!("empty-{i}"), "benches/decide/empty.rs (WAT)");
+            Plugin::from_bytes(&s.sandbox, cfg, &s.htlcgate_empty)
+                .map_err(|e| anyhow::anyhow!("loading the empty decide: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<Plugin>>>()?;
+
     // The 3-plugin chain: the three calls on one thread, and through `Chain`.
     let mut seq = s.chain_plugins()?;
     let chain = Chain::from_plugins(s.chain_plugins()?, Verdict::Resume);
@@ -230,6 +241,22 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
     match pipe::PipePlugin::start(pipe::ChildKind::Python) {
         Ok(py) => pipes.push(("pipe-python-fee-floor", py)),
         Err(e) => eprintln!("decide: skipping the python3 pipe child: {e:#}"),
+    }
+    // A chain of 3 the way Core Lightning runs hooks: each plugin its own process,
+    // asked one after the other.
+    let mut pipe_chains: Vec<(&'static str, Vec<pipe::PipePlugin>)> = vec![(
+        "pipe-rust-chain-3",
+        (0..3)
+            .map(|_| pipe::PipePlugin::start(pipe::ChildKind::Rust))
+            .collect::<anyhow::Result<_>>()?,
+    )];
+    if pipes.len() > 1 {
+        pipe_chains.push((
+            "pipe-python-chain-3",
+            (0..3)
+                .map(|_| pipe::PipePlugin::start(pipe::ChildKind::Python))
+                .collect::<anyhow::Result<_>>()?,
+        ));
     }
 
     // criterion, one benchmark after the other.
@@ -273,12 +300,28 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
             }
         })
     });
+    g.bench_function("htlcgate-chain-3-empty-sequential", |b| {
+        b.iter(|| {
+            for p in empties.iter_mut() {
+                black_box(p.decide(input));
+            }
+        })
+    });
     g.bench_function("htlcgate-chain-3", |b| {
         b.iter(|| decide_chain(&chain, input))
     });
     for (id, p) in pipes.iter_mut() {
         g.bench_function(*id, |b| {
             b.iter(|| p.call(&s.request).expect("pipe child answers"))
+        });
+    }
+    for (id, ps) in pipe_chains.iter_mut() {
+        g.bench_function(*id, |b| {
+            b.iter(|| {
+                for p in ps.iter_mut() {
+                    p.call(&s.request).expect("pipe child answers");
+                }
+            })
         });
     }
     g.finish();
@@ -337,6 +380,14 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
         }),
     });
     subjects.push(Subject {
+        id: "htlcgate-chain-3-empty-sequential",
+        call: Box::new(|| {
+            for p in empties.iter_mut() {
+                black_box(p.decide(input));
+            }
+        }),
+    });
+    subjects.push(Subject {
         id: "htlcgate-chain-3",
         call: Box::new(|| decide_chain(&chain, input)),
     });
@@ -350,6 +401,17 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
             id,
             call: Box::new(move || {
                 p.call(req).expect("pipe child answers");
+            }),
+        });
+    }
+    for (id, ps) in pipe_chains.iter_mut() {
+        let req = &s.request;
+        subjects.push(Subject {
+            id,
+            call: Box::new(move || {
+                for p in ps.iter_mut() {
+                    p.call(req).expect("pipe child answers");
+                }
             }),
         });
     }

@@ -15,6 +15,7 @@
 mod common;
 mod drive;
 mod e2e;
+mod floor;
 mod footprint;
 mod memory;
 mod reload;
@@ -41,6 +42,8 @@ pub struct Sizes {
     pub startups: usize,
     /// Measured swaps per reload mode.
     pub swaps: usize,
+    /// Rounds of the end-to-end part (every interceptor once per round).
+    pub e2e_rounds: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -49,6 +52,7 @@ const FULL: Sizes = Sizes {
     plugin_counts: [1, 10, 50],
     startups: 5,
     swaps: 20,
+    e2e_rounds: 3,
 };
 
 const QUICK: Sizes = Sizes {
@@ -57,9 +61,13 @@ const QUICK: Sizes = Sizes {
     plugin_counts: [1, 2, 4],
     startups: 1,
     swaps: 3,
+    e2e_rounds: 1,
 };
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var("HTLCGATE_BENCH_ROLE").as_deref() == Ok(floor::ROLE) {
+        return floor::main_role();
+    }
     if !common::is_bench_run() {
         println!("load: skipped (runs only under `cargo bench --bench load`)");
         return Ok(());

@@ -120,6 +120,8 @@ pub struct DaemonOptions {
     pub cache_dir: Option<PathBuf>,
     /// Where the verdict journal goes.
     pub journal: PathBuf,
+    /// `[metrics] listen`, when the run reads the daemon's own figures.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The example chain of the end-to-end benchmark: channel-filter, max-htlc,
@@ -169,6 +171,9 @@ pub fn spawn_htlcgate(
         )),
         None => toml.push_str("cache = false\n"),
     }
+    if let Some(addr) = opts.metrics {
+        toml.push_str(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));
+    }
     for p in &opts.plugins {
         toml.push_str(&format!(
             "\n[[plugin]]\nname = {}\npath = {}\n",
@@ -185,6 +190,7 @@ pub fn spawn_htlcgate(
     let config = dir.join("htlcgate.toml");
     std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
     let log = dir.join("htlcgate.log");
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let endpoint = mock.endpoint();
     let child = Command::new(common::htlcgate_bin())
         .arg("run")
@@ -198,8 +204,9 @@ pub fn spawn_htlcgate(
         .arg(&endpoint.macaroon_path)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
+        // `htlcgate run` logs to stdout: both streams go to the log.
+        .stdout(out.try_clone()?)
+        .stderr(out)
         .spawn()
         .with_context(|| format!("starting {}", common::htlcgate_bin().display()))?;
     Ok(Interceptor {
@@ -279,6 +286,29 @@ pub fn python_stubs(python: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the harness's floor (`floor.rs`: this executable answering RESUME at
+/// once) against `mock`.
+pub fn spawn_floor(dir: &Path, mock: &MockLnd) -> anyhow::Result<Interceptor> {
+    let log = dir.join("floor.log");
+    let endpoint = mock.endpoint();
+    let exe = std::env::current_exe().context("finding the benchmark executable")?;
+    let child = Command::new(exe)
+        .env("HTLCGATE_BENCH_ROLE", crate::floor::ROLE)
+        .arg(&endpoint.rpcserver)
+        .arg(&endpoint.tls_cert_path)
+        .arg(&endpoint.macaroon_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting the resume-all floor interceptor")?;
+    Ok(Interceptor {
+        name: "resume-all floor".into(),
+        child,
+        log,
+    })
+}
+
 /// Starts the Python grpcio interceptor against `mock`.
 pub fn spawn_python(
     python: &Path,
@@ -329,8 +359,63 @@ pub async fn start_daemon(
             plugins,
             cache_dir,
             journal,
+            metrics: None,
         },
     )?;
     proc.wait_connected(&mock, Duration::from_secs(300)).await?;
     Ok((started.elapsed(), mock, proc))
+}
+
+/// A free loopback address for the daemon's `/metrics` listener.
+pub fn free_local_addr() -> anyhow::Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?)
+}
+
+/// The cumulative buckets `(upper bound in seconds, count)` of histogram `name`
+/// on the daemon's `/metrics` at `addr` (a plain HTTP/1.0 GET).
+pub fn scrape_histogram(addr: std::net::SocketAddr, name: &str) -> anyhow::Result<Vec<(f64, u64)>> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).context("reading /metrics")?;
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut out = Vec::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        out.push((le, count.trim().parse::<f64>()? as u64));
+    }
+    anyhow::ensure!(!out.is_empty(), "no {name} histogram on /metrics at {addr}");
+    Ok(out)
+}
+
+/// The bucket bound (seconds) at or below which a fraction `p` of the
+/// observations between two scrapes of one histogram fall.
+pub fn histogram_quantile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> f64 {
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+            (le, n.saturating_sub(was))
+        })
+        .collect();
+    let total = delta.last().map_or(0, |d| d.1);
+    let want = (total as f64 * p).ceil() as u64;
+    delta
+        .iter()
+        .find(|d| d.1 >= want)
+        .map_or(f64::INFINITY, |d| d.0)
 }
