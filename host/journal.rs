@@ -13,9 +13,11 @@
 //! sending only after its record is on disk. The same record carries the plugins'
 //! key-value writes ([`crate::kv`]), so the state a verdict depended on is durable
 //! before the verdict is sent. Every second (or 8,192 entries, or 16 MiB) the
-//! writer moves the log into the redb file in one transaction and empties it (a
-//! checkpoint); verdicts not yet moved are answered from memory. Opening the
-//! journal moves whatever a crash left in the log into the redb file first.
+//! writer rotates the log and a checkpoint thread moves the rotated part into the
+//! redb file in one transaction, then deletes it, while appends go on (a redb
+//! commit takes milliseconds; answers never wait for one). Verdicts not yet in the
+//! file are answered from memory. Opening the journal moves whatever a crash left
+//! in the logs into the redb file first.
 //!
 //! Reads are skipped for keys that cannot be in the journal: it keeps, per incoming
 //! channel, the highest HTLC id it holds a verdict for (raised by the writer after each
@@ -28,8 +30,8 @@
 //! to 2016 blocks, about 14 days, after which it can no longer replay the HTLC) or
 //! beyond `max_entries` (default 1,000,000, roughly 100 MB; oldest first) is pruned.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -287,6 +289,14 @@ impl Journal {
         let db = Arc::new(db);
         let kv = KvStore::on(db.clone()).map_err(|e| JournalError::Db(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
+        let checkpointer = match wal {
+            Some(_) => Some(Checkpointer::start(
+                db.clone(),
+                unsynced.clone(),
+                retention,
+            )?),
+            None => None,
+        };
         let writer = Writer {
             db: db.clone(),
             kv: kv.clone(),
@@ -296,7 +306,9 @@ impl Journal {
             next_seq,
             verdicts: Vec::new(),
             kv_ops: Vec::new(),
-            flushed: Vec::new(),
+            flushed: VecDeque::new(),
+            checkpointer,
+            busy: false,
             last_checkpoint: Instant::now(),
             retention,
             last_prune: Instant::now(),
@@ -506,15 +518,98 @@ struct Writer {
     wal: Option<Wal>,
     /// The next record's sequence number.
     next_seq: u64,
-    /// Verdicts in the log, not yet in the file.
+    /// Verdicts in the current log, not yet handed to a checkpoint.
     verdicts: Vec<VerdictWrite>,
-    /// Plugin writes in the log, not yet in the file, in order.
+    /// Plugin writes in the current log, in order, not yet handed to a checkpoint.
     kv_ops: Vec<KvOp>,
-    /// Their flushes, confirmed to the store once in the file.
-    flushed: Vec<Flushed>,
+    /// Durable plugin-state flushes by record number, not yet known to be in the
+    /// file; confirmed to the store when a checkpoint covering them finishes.
+    flushed: VecDeque<(u64, Flushed)>,
+    /// The checkpoint thread (with a log only).
+    checkpointer: Option<Checkpointer>,
+    /// A checkpoint is running.
+    busy: bool,
     last_checkpoint: Instant,
+    /// Pruning bounds (the checkpoint thread prunes; an in-memory journal here).
     retention: Retention,
     last_prune: Instant,
+}
+
+/// The checkpoint thread: moves a rotated log into the redb file.
+struct Checkpointer {
+    jobs: mpsc::Sender<Checkpoint>,
+    /// The highest record number of each finished checkpoint.
+    done: mpsc::Receiver<u64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// One checkpoint: everything in the rotated log `old`.
+struct Checkpoint {
+    verdicts: Vec<VerdictWrite>,
+    kv_ops: Vec<KvOp>,
+    /// The rotated log's highest record number.
+    seq: u64,
+    /// The rotated log, deleted once its contents are in the file.
+    old: PathBuf,
+}
+
+impl Checkpointer {
+    fn start(
+        db: Arc<Database>,
+        unsynced: Arc<Unsynced>,
+        retention: Retention,
+    ) -> Result<Checkpointer, JournalError> {
+        let (jobs, rx) = mpsc::channel::<Checkpoint>();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("htlcgate-checkpoint".into())
+            .spawn(move || {
+                let mut last_prune = Instant::now();
+                for job in rx {
+                    // Until it succeeds: the log keeps everything durable meanwhile.
+                    let mut failures = 0u32;
+                    loop {
+                        let res = db
+                            .begin_write()
+                            .map_err(JournalError::from)
+                            .and_then(|txn| apply(txn, &job.verdicts, &job.kv_ops, job.seq));
+                        match res {
+                            Ok(()) => break,
+                            Err(e) => {
+                                if failures.is_multiple_of(60) {
+                                    tracing::error!("verdict journal checkpoint failed: {e}; the write-ahead log keeps the entries, retrying every second");
+                                }
+                                failures += 1;
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                        }
+                    }
+                    {
+                        // In the file now: readers find them there.
+                        let mut u = unsynced.lock();
+                        for v in &job.verdicts {
+                            u.remove(&(v.key.chan_id, v.key.htlc_id));
+                        }
+                    }
+                    if let Err(e) = std::fs::remove_file(&job.old) {
+                        // Harmless: its records are at or below the file's
+                        // `wal_seq` and are skipped when the journal is opened.
+                        tracing::warn!(path = %job.old.display(), "removing the checkpointed write-ahead log failed: {e}");
+                    }
+                    let _ = done_tx.send(job.seq);
+                    if last_prune.elapsed() >= PRUNE_EVERY {
+                        last_prune = Instant::now();
+                        match prune(&db, retention, now_secs()) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(pruned = n, "verdict journal pruned"),
+                            Err(e) => tracing::warn!("verdict journal prune failed: {e}"),
+                        }
+                    }
+                }
+            })
+            .map_err(|e| JournalError::Db(e.to_string()))?;
+        Ok(Checkpointer { jobs, done, thread })
+    }
 }
 
 impl Writer {
@@ -529,12 +624,17 @@ impl Writer {
                 Ok(Msg::Write(w)) => w,
                 #[cfg(test)]
                 Ok(Msg::Checkpoint(done)) => {
-                    self.checkpoint();
+                    self.checkpoint_and_wait();
                     let _ = done.send(());
                     continue;
                 }
                 #[cfg(test)]
                 Ok(Msg::Crash(done)) => {
+                    // The checkpoint thread finishes its job and lets go of the file.
+                    if let Some(c) = self.checkpointer.take() {
+                        drop(c.jobs);
+                        let _ = c.thread.join();
+                    }
                     drop(self);
                     let _ = done.send(());
                     return;
@@ -554,7 +654,11 @@ impl Writer {
                     if let Err(e) = self.make_durable(&[]) {
                         tracing::error!("plugin state write at shutdown failed: {e}");
                     }
-                    self.checkpoint();
+                    self.checkpoint_and_wait();
+                    if let Some(c) = self.checkpointer.take() {
+                        drop(c.jobs);
+                        let _ = c.thread.join();
+                    }
                     return;
                 }
             };
@@ -607,8 +711,9 @@ impl Writer {
                 }
             };
         };
+        let seq = self.next_seq;
         let record = WalRecord {
-            seq: self.next_seq,
+            seq,
             entries: verdicts
                 .iter()
                 .map(|v| WalEntry::Verdict {
@@ -640,60 +745,102 @@ impl Writer {
         self.bounds.raise(verdicts);
         self.verdicts.extend_from_slice(verdicts);
         self.kv_ops.extend(ops);
-        self.flushed.push(flushed);
+        if !flushed.is_empty() {
+            self.flushed.push_back((seq, flushed));
+        }
         Ok(())
     }
 
+    /// Takes the results of finished checkpoints; waits for a running one if `block`.
+    fn collect(&mut self, block: bool) {
+        let Some(c) = &self.checkpointer else {
+            return;
+        };
+        let mut finished = Vec::new();
+        if block && self.busy {
+            if let Ok(seq) = c.done.recv() {
+                finished.push(seq);
+            }
+        }
+        finished.extend(c.done.try_iter());
+        for seq in finished {
+            self.busy = false;
+            self.confirm(seq);
+        }
+    }
+
+    /// The file has every record up to `seq`: plugin-state flushes up to it are
+    /// confirmed (tombstones of keys no later record touched can go).
+    fn confirm(&mut self, seq: u64) {
+        let n = self.flushed.iter().take_while(|(s, _)| *s <= seq).count();
+        let done: Vec<(u64, Flushed)> = self.flushed.drain(..n).collect();
+        let later: Vec<&Flushed> = self.flushed.iter().map(|(_, f)| f).collect();
+        for (_, f) in done {
+            self.kv.committed_unless_in(f, &later);
+        }
+    }
+
     fn maybe_checkpoint(&mut self) {
+        if self.checkpointer.is_none() && self.last_prune.elapsed() >= PRUNE_EVERY {
+            // In memory: no checkpoint thread to prune.
+            self.last_prune = Instant::now();
+            if let Err(e) = prune(&self.db, self.retention, now_secs()) {
+                tracing::warn!("verdict journal prune failed: {e}");
+            }
+        }
+        self.collect(false);
         let full = self.verdicts.len() + self.kv_ops.len() >= CHECKPOINT_ENTRIES
             || self
                 .wal
                 .as_ref()
                 .is_some_and(|w| w.len_bytes() >= CHECKPOINT_BYTES);
-        if self.has_pending() && (full || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY) {
-            self.checkpoint();
+        if !self.busy
+            && self.has_pending()
+            && (full || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY)
+        {
+            self.hand_off();
         }
-        if self.last_prune.elapsed() >= PRUNE_EVERY {
-            self.last_prune = Instant::now();
-            match prune(&self.db, self.retention, now_secs()) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "verdict journal pruned"),
-                Err(e) => tracing::warn!("verdict journal prune failed: {e}"),
+    }
+
+    /// Rotates the log and hands its contents to the checkpoint thread.
+    fn hand_off(&mut self) {
+        let (Some(wal), Some(c)) = (&mut self.wal, &self.checkpointer) else {
+            return;
+        };
+        self.last_checkpoint = Instant::now();
+        let old = match wal.rotate() {
+            Ok(old) => old,
+            Err(e) => {
+                // The log stays as it is and keeps growing; tried again later.
+                tracing::error!(path = %wal.path().display(), "rotating the write-ahead log failed: {e}; retrying at the next checkpoint");
+                return;
+            }
+        };
+        let job = Checkpoint {
+            verdicts: std::mem::take(&mut self.verdicts),
+            kv_ops: std::mem::take(&mut self.kv_ops),
+            seq: self.next_seq - 1,
+            old,
+        };
+        match c.jobs.send(job) {
+            Ok(()) => self.busy = true,
+            Err(mpsc::SendError(job)) => {
+                // The checkpoint thread is gone (it panicked). The rotated log
+                // stays on disk (read at the next start; no further rotation
+                // replaces it) and its contents stay in memory.
+                tracing::error!("the verdict journal's checkpoint thread is gone; the write-ahead log grows until htlcgate restarts");
+                self.verdicts.splice(0..0, job.verdicts);
+                self.kv_ops.splice(0..0, job.kv_ops);
             }
         }
     }
 
-    /// Moves the log's entries into the file in one transaction, then empties the
-    /// log. On failure everything stays in the log (durable) and memory, and the
-    /// next checkpoint tries again.
-    fn checkpoint(&mut self) {
-        self.last_checkpoint = Instant::now();
-        if !self.has_pending() {
-            return;
-        }
-        let seq = self.next_seq - 1;
-        let res = self
-            .db
-            .begin_write()
-            .map_err(JournalError::from)
-            .and_then(|txn| apply(txn, &self.verdicts, &self.kv_ops, seq));
-        if let Err(e) = res {
-            tracing::error!("verdict journal checkpoint failed: {e}; the write-ahead log keeps the entries, retrying");
-            return;
-        }
-        // In the file now: readers find them there.
-        self.unsynced.lock().clear();
-        self.verdicts.clear();
-        self.kv_ops.clear();
-        for f in self.flushed.drain(..) {
-            self.kv.committed(f);
-        }
-        if let Some(wal) = &mut self.wal {
-            if let Err(e) = wal.reset() {
-                // Harmless: its records are at or below the file's `wal_seq` and
-                // are skipped when the journal is opened.
-                tracing::warn!(path = %wal.path().display(), "emptying the write-ahead log failed: {e}");
-            }
+    /// Moves everything durable into the file and waits (shutdown, tests).
+    fn checkpoint_and_wait(&mut self) {
+        self.collect(true);
+        if self.has_pending() {
+            self.hand_off();
+            self.collect(true);
         }
     }
 }

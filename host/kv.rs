@@ -270,6 +270,29 @@ impl KvStore {
         }
     }
 
+    /// Like [`KvStore::committed`], for a flush whose operations reached the database
+    /// file while later flushes (`later`, durable elsewhere but not in the file yet)
+    /// may have changed the same keys: those keys keep their tombstones, since the
+    /// file does not have their newest state.
+    pub fn committed_unless_in(&self, flushed: Flushed, later: &[&Flushed]) {
+        let newer: HashSet<(&str, &[u8])> = later
+            .iter()
+            .flat_map(|f| f.taken.iter())
+            .flat_map(|(ns, keys)| keys.iter().map(move |k| (&*ns.name, k.as_slice())))
+            .collect();
+        for (ns, keys) in flushed.taken {
+            let mut st = lock(&ns.state);
+            for k in keys {
+                if newer.contains(&(&*ns.name, k.as_slice())) {
+                    continue;
+                }
+                if !st.dirty.contains(&k) && matches!(st.cache.get(&k), Some(None)) {
+                    st.cache.remove(&k);
+                }
+            }
+        }
+    }
+
     /// After the flush's transaction failed: the keys are dirty again and go with
     /// the next commit.
     pub fn failed(&self, flushed: Flushed) {
@@ -492,6 +515,38 @@ mod tests {
         assert_eq!(
             again.namespace("p").unwrap().get(b"k", &l),
             Ok(Some(b"v".to_vec()))
+        );
+    }
+
+    #[test]
+    fn a_deletion_newer_than_the_checkpoint_keeps_its_tombstone() {
+        let (_dir, db) = disk();
+        let l = KvLimits::default();
+        let s = KvStore::on(db.clone()).unwrap();
+        let ns = s.namespace("p").unwrap();
+        ns.set(b"k", b"v", &l).unwrap();
+        let (first, f1) = s.take_dirty();
+        ns.delete(b"k", &l).unwrap();
+        // Durable in the journal's log only; the checkpoint of the first flush
+        // finishes meanwhile: the file now has k = v.
+        let (second, f2) = s.take_dirty();
+        let txn = db.begin_write().unwrap();
+        apply_ops(&txn, &first).unwrap();
+        txn.commit().unwrap();
+        s.committed_unless_in(f1, &[&f2]);
+        assert_eq!(ns.get(b"k", &l), Ok(None), "the old value came back");
+        let txn = db.begin_write().unwrap();
+        apply_ops(&txn, &second).unwrap();
+        txn.commit().unwrap();
+        s.committed_unless_in(f2, &[]);
+        assert_eq!(ns.get(b"k", &l), Ok(None));
+        assert_eq!(
+            KvStore::on(db)
+                .unwrap()
+                .namespace("p")
+                .unwrap()
+                .get(b"k", &l),
+            Ok(None)
         );
     }
 

@@ -15,6 +15,11 @@
 //! between a checkpoint and the emptying of the log is skipped. Reading stops at
 //! the first record that is short or fails its checksum: only the last record can
 //! be torn (a crash while appending it), and nothing in it was released.
+//!
+//! A checkpoint runs beside the appends: the log is rotated first (renamed to
+//! `<path>.old`, a fresh `<path>` takes the next appends) and the old file is
+//! deleted once the redb file holds its records. Opening reads `.old` (if a crash
+//! left one) before the current file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -69,20 +74,54 @@ pub fn path_for(journal: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Where a rotated log waits for its checkpoint: `<path>.old`.
+pub fn old_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".old");
+    PathBuf::from(p)
+}
+
+/// Makes the directory entries of `path`'s directory durable (a new or renamed
+/// file is not found after a power loss until its directory is synced).
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
 impl Wal {
-    /// Opens (or creates) the log at `path` and reads its records. A torn or
-    /// corrupt tail is reported as the number of bytes ignored.
+    /// Opens (or creates) the log at `path` and reads its records: those of a
+    /// rotated log left at `<path>.old` first, then its own. A torn or corrupt tail
+    /// is reported as the number of bytes ignored.
     pub fn open(path: &Path) -> std::io::Result<(Wal, Vec<WalRecord>, u64)> {
+        let mut records = Vec::new();
+        let mut ignored = 0;
+        match std::fs::read(old_path(path)) {
+            Ok(bytes) => {
+                let (old, valid) = parse(&bytes);
+                records.extend(old);
+                ignored += bytes.len() as u64 - valid;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
+        if !existed {
+            sync_dir(path)?;
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (records, valid) = parse(&bytes);
-        let ignored = bytes.len() as u64 - valid;
+        let (own, valid) = parse(&bytes);
+        records.extend(own);
+        ignored += bytes.len() as u64 - valid;
         Ok((
             Wal {
                 file,
@@ -128,12 +167,49 @@ impl Wal {
         self.file.sync_data()
     }
 
-    /// Empties the log (after its records are in the redb file).
+    /// Empties the log and removes a rotated one (after all their records are
+    /// in the redb file).
     pub fn reset(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;
         self.len = 0;
         self.file.flush()?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        Wal::remove_old(&self.path)
+    }
+
+    /// Moves the log aside to `<path>.old` (which must be gone: its records in the
+    /// redb file) and starts an empty one; returns the old file's path. Appends
+    /// after this go to the new file.
+    pub fn rotate(&mut self) -> std::io::Result<PathBuf> {
+        let old = old_path(&self.path);
+        if old.exists() {
+            // Its records may not be in the redb file yet: never replace it.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} is still waiting for its checkpoint", old.display()),
+            ));
+        }
+        std::fs::rename(&self.path, &old)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.path)?;
+        // The rename and the new file must survive a power loss before a record
+        // in the new file is called durable.
+        sync_dir(&self.path)?;
+        self.file = file;
+        self.len = 0;
+        Ok(old)
+    }
+
+    /// Deletes the rotated log of `path`, if any.
+    pub fn remove_old(path: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(old_path(path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -356,6 +432,28 @@ mod tests {
         drop(wal);
         let (_, recs, _) = Wal::open(&path).unwrap();
         assert_eq!(recs, vec![record(2)]);
+    }
+
+    #[test]
+    fn a_rotated_log_is_read_before_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.wal");
+        {
+            let (mut wal, _, _) = Wal::open(&path).unwrap();
+            wal.append(&record(1)).unwrap();
+            wal.append(&record(2)).unwrap();
+            let old = wal.rotate().unwrap();
+            assert_eq!(old, old_path(&path));
+            wal.append(&record(3)).unwrap();
+        }
+        // A crash before the checkpoint deleted the old file: both are read, old first.
+        let (mut wal, recs, _) = Wal::open(&path).unwrap();
+        assert_eq!(recs, vec![record(1), record(2), record(3)]);
+        wal.reset().unwrap();
+        assert!(!old_path(&path).exists());
+        drop(wal);
+        let (_, recs, _) = Wal::open(&path).unwrap();
+        assert!(recs.is_empty());
     }
 
     #[test]
