@@ -64,6 +64,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const CHECKPOINT_ENTRIES: usize = 8192;
 /// ...or once it is this large.
 const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// How often the writer looks for the end of a running checkpoint when idle.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
+/// A group commit larger than this is split into several log records (each
+/// below the log's read limit).
+const RECORD_TARGET: usize = 16 << 20;
 /// Prune at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Plugin state written outside a decision is flushed at least this often.
@@ -276,7 +281,7 @@ impl Journal {
         txn.commit()?;
         let (wal, next_seq) = match wal {
             Some((mut wal, records)) => {
-                let next = recover(&db, &records)?;
+                let next = recover(&db, wal.path(), &records)?;
                 wal.reset().map_err(|e| {
                     JournalError::Db(format!("emptying {}: {e}", wal.path().display()))
                 })?;
@@ -471,13 +476,27 @@ impl Journal {
 
 /// Moves the log's records that the file does not have yet (sequence above its
 /// `wal_seq`) into the file, in one transaction. Returns the next sequence number.
-fn recover(db: &Database, records: &[WalRecord]) -> Result<u64, JournalError> {
+fn recover(db: &Database, wal_path: &Path, records: &[WalRecord]) -> Result<u64, JournalError> {
     let txn = db.begin_write()?;
     let applied = txn
         .open_table(META)?
         .get("wal_seq")?
         .map_or(0, |v| v.value());
     let fresh: Vec<&WalRecord> = records.iter().filter(|r| r.seq > applied).collect();
+    // Records are numbered without gaps: a gap means a damaged log whose missing
+    // records may hold verdicts that were sent. Never start over it silently.
+    for (i, r) in fresh.iter().enumerate() {
+        let want = applied + 1 + i as u64;
+        if r.seq != want {
+            return Err(JournalError::Open {
+                path: wal_path.display().to_string(),
+                reason: format!(
+                    "the write-ahead log is damaged: record {want} is missing (found {}), so verdicts already sent may be lost; restore it (and its .old) from a backup, or move both aside to start from what the journal file holds",
+                    r.seq
+                ),
+            });
+        }
+    }
     let Some(last) = fresh.last().map(|r| r.seq) else {
         drop(txn);
         let newest = records.iter().map(|r| r.seq).max().unwrap_or(0);
@@ -505,6 +524,26 @@ fn recover(db: &Database, records: &[WalRecord]) -> Result<u64, JournalError> {
         "verdict journal: moved the write-ahead log left by an unclean stop into the file"
     );
     Ok(last + 1)
+}
+
+/// Packs `entries` into records numbered from `first_seq`, each at most
+/// [`RECORD_TARGET`] bytes (or one entry, if that alone is larger).
+fn into_records(first_seq: u64, entries: impl Iterator<Item = WalEntry>) -> Vec<WalRecord> {
+    let mut records: Vec<WalRecord> = Vec::new();
+    let mut size = usize::MAX;
+    for e in entries {
+        let n = wal::entry_len(&e);
+        if size.saturating_add(n) > RECORD_TARGET {
+            records.push(WalRecord {
+                seq: first_seq + records.len() as u64,
+                entries: Vec::new(),
+            });
+            size = 0;
+        }
+        size += n;
+        records.last_mut().expect("pushed above").entries.push(e);
+    }
+    records
 }
 
 /// The writer thread's state.
@@ -615,7 +654,10 @@ impl Checkpointer {
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
-            let wait = if self.has_pending() {
+            let wait = if self.busy {
+                // Poll for the running checkpoint's end (never spin on it).
+                CHECKPOINT_POLL
+            } else if self.has_pending() {
                 CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed())
             } else {
                 KV_FLUSH_EVERY
@@ -711,27 +753,24 @@ impl Writer {
                 }
             };
         };
-        let seq = self.next_seq;
-        let record = WalRecord {
-            seq,
-            entries: verdicts
-                .iter()
-                .map(|v| WalEntry::Verdict {
-                    key: v.key,
-                    time: v.time,
-                    entry: v.entry.clone(),
-                })
-                .chain(ops.iter().cloned().map(WalEntry::Kv))
-                .collect(),
-        };
-        if let Err(e) = wal.append(&record) {
+        let entries = verdicts
+            .iter()
+            .map(|v| WalEntry::Verdict {
+                key: v.key,
+                time: v.time,
+                entry: v.entry.clone(),
+            })
+            .chain(ops.iter().cloned().map(WalEntry::Kv));
+        let records = into_records(self.next_seq, entries);
+        let seq = self.next_seq + records.len() as u64 - 1;
+        if let Err(e) = wal.append_all(&records) {
             self.kv.failed(flushed);
             return Err(JournalError::Db(format!(
                 "appending to {}: {e}",
                 wal.path().display()
             )));
         }
-        self.next_seq += 1;
+        self.next_seq = seq + 1;
         {
             let mut unsynced = self.unsynced.lock();
             for v in verdicts {
@@ -757,12 +796,30 @@ impl Writer {
             return;
         };
         let mut finished = Vec::new();
+        let mut gone = false;
         if block && self.busy {
-            if let Ok(seq) = c.done.recv() {
-                finished.push(seq);
+            match c.done.recv() {
+                Ok(seq) => finished.push(seq),
+                Err(_) => gone = true,
             }
         }
-        finished.extend(c.done.try_iter());
+        loop {
+            match c.done.try_recv() {
+                Ok(seq) => finished.push(seq),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if gone && finished.is_empty() && self.busy {
+            // It panicked: its rotated log stays on disk (read at the next start;
+            // never replaced) and what it held stays in memory.
+            tracing::error!("the verdict journal's checkpoint thread is gone; the write-ahead log grows until htlcgate restarts");
+            self.checkpointer = None;
+            self.busy = false;
+        }
         for seq in finished {
             self.busy = false;
             self.confirm(seq);
@@ -808,7 +865,23 @@ impl Writer {
             return;
         };
         self.last_checkpoint = Instant::now();
-        let old = match wal.rotate() {
+        if wal.is_stuck() {
+            // Reported when it happened; the log grows until a restart.
+            return;
+        }
+        let mut rotated = wal.rotate();
+        if matches!(&rotated, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists)
+            && !wal.is_stuck()
+        {
+            // No checkpoint runs (`busy` is false) and the thread is alive, so the
+            // old file is one whose checkpoint finished but whose deletion failed:
+            // its records are in the redb file. Delete it and try again.
+            match Wal::remove_old(wal.path()) {
+                Ok(()) => rotated = wal.rotate(),
+                Err(e) => tracing::warn!("removing the checkpointed write-ahead log failed: {e}"),
+            }
+        }
+        let old = match rotated {
             Ok(old) => old,
             Err(e) => {
                 // The log stays as it is and keeps growing; tried again later.
@@ -1209,6 +1282,89 @@ mod tests {
         let ns = j.kv().namespace("p").unwrap();
         assert_eq!(ns.get(b"k", &limits()).unwrap(), Some(b"2".to_vec()));
         assert_eq!(j.len().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_the_log_refuses_to_open_and_says_how_to_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        for i in 0..3 {
+            j.record(k(i), &Verdict::Resume, 0).await.unwrap();
+        }
+        j.crash().await;
+        // Damage the middle record: the third is intact but follows a gap.
+        let wal_path = wal::path_for(&path);
+        let mut bytes = std::fs::read(&wal_path).unwrap();
+        let (recs, _) = wal::parse(&bytes);
+        assert_eq!(recs.len(), 3);
+        let first = wal::encode(&recs[0]).len();
+        bytes[first + 12] ^= 0xff;
+        let (_, valid) = wal::parse(&bytes);
+        assert_eq!(valid as usize, first);
+        // Only a torn tail is forgiven; here the last record is whole but record 2
+        // is unreadable. Rewrite so that record 3 directly follows record 1.
+        let third = wal::encode(&recs[2]);
+        std::fs::write(&wal_path, [&bytes[..first], &third[..]].concat()).unwrap();
+        let err = Journal::open(&path, Retention::default())
+            .err()
+            .expect("must refuse");
+        let msg = err.to_string();
+        assert!(msg.contains("record 2 is missing"), "{msg}");
+        assert!(msg.contains("j.redb.wal"), "{msg}");
+        assert!(msg.contains("move both aside"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_larger_than_a_record_is_split_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let ns = j.kv().namespace("big").unwrap();
+        let l = crate::config::KvLimits {
+            max_value_bytes: 1 << 20,
+            ..crate::config::KvLimits::default()
+        };
+        // 20 MiB of plugin state in one group commit: above RECORD_TARGET.
+        for i in 0..20u32 {
+            ns.set(&i.to_le_bytes(), &vec![i as u8; 1 << 20], &l)
+                .unwrap();
+        }
+        j.record(k(1), &Verdict::Resume, 0).await.unwrap();
+        drop(ns);
+        j.crash().await;
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
+        let ns = j.kv().namespace("big").unwrap();
+        for i in 0..20u32 {
+            assert_eq!(
+                ns.get(&i.to_le_bytes(), &l).unwrap(),
+                Some(vec![i as u8; 1 << 20])
+            );
+        }
+    }
+
+    #[test]
+    fn big_groups_become_several_numbered_records_below_the_limit() {
+        let op = |i: u32| {
+            WalEntry::Kv(KvOp {
+                ns: Arc::from("p"),
+                key: i.to_le_bytes().to_vec(),
+                value: Some(vec![0; 3 << 20]),
+            })
+        };
+        let recs = into_records(41, (0..20).map(op));
+        assert!(recs.len() >= 4, "{} records", recs.len());
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.seq, 41 + i as u64);
+            assert!(
+                wal::encode(r).len() <= RECORD_TARGET + 64,
+                "record {i} too big"
+            );
+        }
+        assert_eq!(recs.iter().map(|r| r.entries.len()).sum::<usize>(), 20);
+        assert_eq!(into_records(7, std::iter::once(op(1))).len(), 1);
+        assert!(into_records(7, std::iter::empty()).is_empty());
     }
 
     #[tokio::test]

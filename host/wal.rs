@@ -65,6 +65,9 @@ pub struct Wal {
     path: PathBuf,
     /// Bytes of valid records (the next record goes here).
     len: u64,
+    /// A rotation failed halfway and could not be undone: this log's file is now
+    /// named `<path>.old` (appends still go to it). Never delete that file.
+    stuck: bool,
 }
 
 /// The log's path for a journal at `journal`: beside it, `.wal` appended.
@@ -127,6 +130,7 @@ impl Wal {
                 file,
                 path: path.to_path_buf(),
                 len: valid,
+                stuck: false,
             },
             records,
             ignored,
@@ -147,7 +151,27 @@ impl Wal {
     /// On failure the log is cut back to its previous end (best effort), so the
     /// next record follows the last good one.
     pub fn append(&mut self, record: &WalRecord) -> std::io::Result<()> {
-        let bytes = encode(record);
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    /// Appends `records` with one write and one sync. Refuses (nothing written) a
+    /// record whose payload the reader would not accept.
+    pub fn append_all(&mut self, records: &[WalRecord]) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for r in records {
+            let b = encode(r);
+            if b.len() - 8 > MAX_PAYLOAD as usize {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "log record {} of {} bytes is above the {MAX_PAYLOAD}-byte limit",
+                        r.seq,
+                        b.len()
+                    ),
+                ));
+            }
+            bytes.extend_from_slice(&b);
+        }
         let res = self.write_at_end(&bytes);
         match res {
             Ok(()) => {
@@ -182,26 +206,52 @@ impl Wal {
     /// after this go to the new file.
     pub fn rotate(&mut self) -> std::io::Result<PathBuf> {
         let old = old_path(&self.path);
-        if old.exists() {
+        match std::fs::symlink_metadata(&old) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // Its records may not be in the redb file yet: never replace it.
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!("{} is still waiting for its checkpoint", old.display()),
-            ));
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} is still waiting for its checkpoint", old.display()),
+                ))
+            }
+            Err(e) => return Err(e),
         }
+        // Cut whatever a failed append left after the last good record: the
+        // rotated file must hold nothing but whole records.
+        self.file.set_len(self.len)?;
         std::fs::rename(&self.path, &old)?;
-        let file = OpenOptions::new()
+        let file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&self.path)?;
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                // Back as it was: the log keeps its name and its appends.
+                if std::fs::rename(&old, &self.path).is_err() {
+                    self.stuck = true;
+                }
+                return Err(e);
+            }
+        };
         // The rename and the new file must survive a power loss before a record
-        // in the new file is called durable.
-        sync_dir(&self.path)?;
+        // in the new file is called durable. If that fails, appends stay in the
+        // old file (now at `<path>.old`, read at the next start) for good.
+        if let Err(e) = sync_dir(&self.path) {
+            self.stuck = true;
+            return Err(e);
+        }
         self.file = file;
         self.len = 0;
         Ok(old)
+    }
+
+    /// Whether a rotation failed halfway (the live log is at `<path>.old`).
+    pub fn is_stuck(&self) -> bool {
+        self.stuck
     }
 
     /// Deletes the rotated log of `path`, if any.
@@ -209,6 +259,16 @@ impl Wal {
         match std::fs::remove_file(old_path(path)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Bytes `e` takes in a record.
+pub fn entry_len(e: &WalEntry) -> usize {
+    match e {
+        WalEntry::Verdict { entry, .. } => 1 + 24 + 4 + entry.len(),
+        WalEntry::Kv(op) => {
+            1 + 12 + op.ns.len() + op.key.len() + op.value.as_ref().map_or(0, Vec::len)
         }
     }
 }
