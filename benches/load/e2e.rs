@@ -70,7 +70,7 @@ async fn measure(work: &Path, which: Which, sizes: Sizes) -> anyhow::Result<Figu
             } else {
                 Path::new("/dev/shm").join(format!("htlcgate-bench-{}.journal", std::process::id()))
             };
-            let _ = std::fs::remove_file(&journal);
+            target::remove_journal(&journal);
             target::spawn_htlcgate(
                 &dir,
                 &mock,
@@ -126,8 +126,8 @@ async fn measure(work: &Path, which: Which, sizes: Sizes) -> anyhow::Result<Figu
     proc.stop();
     if let Which::Htlcgate(on) = which {
         if on != "disk" {
-            let _ = std::fs::remove_file(
-                Path::new("/dev/shm")
+            target::remove_journal(
+                &Path::new("/dev/shm")
                     .join(format!("htlcgate-bench-{}.journal", std::process::id())),
             );
         }

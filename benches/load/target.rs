@@ -350,7 +350,7 @@ pub async fn start_daemon(
     std::fs::create_dir_all(dir)?;
     let mock = MockLnd::start(MockOptions::new(dir.join("lnd"))).await?;
     let journal = dir.join("htlcgate.journal");
-    let _ = std::fs::remove_file(&journal);
+    remove_journal(&journal);
     let started = Instant::now();
     let mut proc = spawn_htlcgate(
         dir,
@@ -418,4 +418,13 @@ pub fn histogram_quantile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -
         .iter()
         .find(|d| d.1 >= want)
         .map_or(f64::INFINITY, |d| d.0)
+}
+
+/// Removes a journal file and its write-ahead logs (`.wal`, `.wal.old`): a fresh
+/// journal beside an old log is refused as damaged.
+pub fn remove_journal(journal: &Path) {
+    let _ = std::fs::remove_file(journal);
+    let wal = htlcgate::wal::path_for(journal);
+    let _ = std::fs::remove_file(htlcgate::wal::old_path(&wal));
+    let _ = std::fs::remove_file(wal);
 }
