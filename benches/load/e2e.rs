@@ -32,10 +32,23 @@ struct Figures {
     inside: Option<(f64, f64)>,
 }
 
+/// Where htlcgate's journal goes, and whether LND sends HTLC events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// Journal on disk (fsync), no HTLC events.
+    Disk,
+    /// Journal on tmpfs (what the fsync costs).
+    Tmpfs,
+    /// Journal on disk, and the mock sends LND's HTLC events for every answer
+    /// (forward + settle + final: what a routing node sees), which htlcgate hands
+    /// to every plugin exporting `outcome`.
+    DiskEvents,
+}
+
 /// Which interceptor to start.
 enum Which {
-    /// `htlcgate run`, journal at this path.
-    Htlcgate(&'static str),
+    /// `htlcgate run` with the 3-plugin chain.
+    Htlcgate(Setup),
     /// The Python baseline.
     Python,
     /// The harness's floor: a Rust interceptor that resumes at once.
@@ -44,28 +57,42 @@ enum Which {
 
 async fn measure(work: &Path, which: Which, sizes: Sizes) -> anyhow::Result<Figures> {
     let label = match &which {
-        Which::Htlcgate(j) => format!("htlcgate, 3-plugin chain, journal on {j}"),
+        Which::Htlcgate(Setup::Disk) => "htlcgate, 3-plugin chain, journal on disk".into(),
+        Which::Htlcgate(Setup::Tmpfs) => {
+            "htlcgate, 3-plugin chain, journal on tmpfs (/dev/shm)".into()
+        }
+        Which::Htlcgate(Setup::DiskEvents) => {
+            "htlcgate, 3-plugin chain, journal on disk, LND's HTLC events on".into()
+        }
         Which::Python => "Python grpcio interceptor (resume all)".to_string(),
         Which::Floor => {
             "floor: Rust tonic interceptor, resume at once, no chain or journal".to_string()
         }
     };
     let dir = work.join(match &which {
-        Which::Htlcgate("disk") => "e2e-htlcgate",
-        Which::Htlcgate(_) => "e2e-htlcgate-tmpfs",
+        Which::Htlcgate(Setup::Disk) => "e2e-htlcgate",
+        Which::Htlcgate(Setup::Tmpfs) => "e2e-htlcgate-tmpfs",
+        Which::Htlcgate(Setup::DiskEvents) => "e2e-htlcgate-events",
         Which::Python => "e2e-python",
         Which::Floor => "e2e-floor",
     });
     std::fs::create_dir_all(&dir)?;
     let mock = MockLnd::start(MockOptions::new(dir.join("lnd"))).await?;
     let mut answers = mock.watch_resolutions();
+    let _events = (matches!(which, Which::Htlcgate(Setup::DiskEvents))).then(|| {
+        mock.node().auto_outcomes(
+            mock.watch_resolutions(),
+            htlcgate::mock_node::Downstream::Settle,
+            Duration::ZERO,
+        )
+    });
     let metrics = match &which {
         Which::Htlcgate(_) => Some(target::free_local_addr()?),
         Which::Python | Which::Floor => None,
     };
     let mut proc: Interceptor = match &which {
         Which::Htlcgate(on) => {
-            let journal = if *on == "disk" {
+            let journal = if *on != Setup::Tmpfs {
                 dir.join("htlcgate.journal")
             } else {
                 Path::new("/dev/shm").join(format!("htlcgate-bench-{}.journal", std::process::id()))
@@ -125,7 +152,7 @@ async fn measure(work: &Path, which: Which, sizes: Sizes) -> anyhow::Result<Figu
     let tail = proc.log_tail();
     proc.stop();
     if let Which::Htlcgate(on) = which {
-        if on != "disk" {
+        if on == Setup::Tmpfs {
             target::remove_journal(
                 &Path::new("/dev/shm")
                     .join(format!("htlcgate-bench-{}.journal", std::process::id())),
@@ -162,10 +189,11 @@ pub async fn run(work: &Path, sizes: Sizes) -> anyhow::Result<String> {
     for round in 0..sizes.e2e_rounds {
         eprintln!("load: e2e round {} of {}", round + 1, sizes.e2e_rounds);
         let mut all = vec![measure(work, Which::Floor, sizes).await?];
-        all.push(measure(work, Which::Htlcgate("disk"), sizes).await?);
+        all.push(measure(work, Which::Htlcgate(Setup::Disk), sizes).await?);
         if Path::new("/dev/shm").is_dir() {
-            all.push(measure(work, Which::Htlcgate("tmpfs (/dev/shm)"), sizes).await?);
+            all.push(measure(work, Which::Htlcgate(Setup::Tmpfs), sizes).await?);
         }
+        all.push(measure(work, Which::Htlcgate(Setup::DiskEvents), sizes).await?);
         all.push(measure(work, Which::Python, sizes).await?);
         rounds.push(all);
     }
