@@ -1367,6 +1367,87 @@ mod tests {
         assert!(into_records(7, std::iter::empty()).is_empty());
     }
 
+    /// A log record with one verdict for `key`.
+    fn verdict_record(seq: u64, key: CircuitKey, v: &Verdict) -> WalRecord {
+        WalRecord {
+            seq,
+            entries: vec![WalEntry::Verdict {
+                key,
+                time: now_secs(),
+                entry: encode(v, now_secs(), 0),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crash_during_a_checkpoint_recovers_both_logs_in_order() {
+        // The state a crash leaves after a rotation, before the checkpoint thread
+        // committed: records 1-2 in PATH.wal.old, record 3 in PATH.wal, none in redb.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let wal_path = wal::path_for(&path);
+        let settle = Verdict::Settle([5; 32]);
+        let old = [
+            wal::encode(&verdict_record(1, k(1), &Verdict::Resume)),
+            wal::encode(&verdict_record(2, k(2), &settle)),
+        ]
+        .concat();
+        std::fs::write(wal::old_path(&wal_path), old).unwrap();
+        // Record 3 decides key 1 again: the first verdict (record 1) must win.
+        let current = [
+            wal::encode(&verdict_record(
+                3,
+                k(1),
+                &Verdict::Fail(FailCode::InvalidOnionKey),
+            )),
+            wal::encode(&verdict_record(4, k(3), &Verdict::Resume)),
+        ]
+        .concat();
+        std::fs::write(&wal_path, current).unwrap();
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
+        assert_eq!(j.get(k(2)).unwrap(), Some(settle));
+        assert_eq!(j.get(k(3)).unwrap(), Some(Verdict::Resume));
+        assert!(!wal::old_path(&wal_path).exists());
+        // The next record continues the numbering: a new verdict survives a crash.
+        j.record(k(4), &Verdict::Resume, 0).await.unwrap();
+        j.crash().await;
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(4)).unwrap(), Some(Verdict::Resume));
+    }
+
+    #[tokio::test]
+    async fn a_checkpointed_old_log_left_behind_is_skipped() {
+        // A crash after the checkpoint committed but before PATH.wal.old was deleted.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let wal_path = wal::path_for(&path);
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        j.record(k(1), &Verdict::Resume, 0).await.unwrap();
+        j.record(k(2), &Verdict::Resume, 0).await.unwrap();
+        j.checkpoint_now().await;
+        j.crash().await;
+        // The left-behind log says otherwise about key 1 (records already in redb).
+        let stale = [
+            wal::encode(&verdict_record(
+                1,
+                k(1),
+                &Verdict::Fail(FailCode::TemporaryChannelFailure),
+            )),
+            wal::encode(&verdict_record(2, k(9), &Verdict::Resume)),
+        ]
+        .concat();
+        std::fs::write(wal::old_path(&wal_path), stale).unwrap();
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
+        assert_eq!(
+            j.get(k(9)).unwrap(),
+            None,
+            "a record redb already had was applied"
+        );
+        assert!(!wal::old_path(&wal_path).exists());
+    }
+
     #[tokio::test]
     async fn the_first_verdict_wins_between_log_and_file() {
         let dir = tempfile::tempdir().unwrap();
