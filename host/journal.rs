@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 use crate::circuit::CircuitKey;
 use crate::kv::{Flushed, KvOp, KvStore};
 use crate::verdict::{FailCode, Modification, Verdict};
-use crate::wal::{self, Wal, WalEntry, WalRecord};
+use crate::wal::{self, Reader, Wal, WalEntry, WalRecord};
 
 /// Key -> encoded entry (format version, write time, auto-fail height, verdict).
 const VERDICTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("verdicts");
@@ -714,7 +714,7 @@ impl Writer {
                 }
             }
             let verdicts: Vec<VerdictWrite> =
-                batch.iter().filter_map(|w| w.verdict.clone()).collect();
+                batch.iter_mut().filter_map(|w| w.verdict.take()).collect();
             let result = self.make_durable(&verdicts).map_err(|e| e.to_string());
             if let Err(e) = &result {
                 tracing::error!(
@@ -1016,33 +1016,9 @@ fn encode(v: &Verdict, time: u64, auto_fail_height: i32) -> Vec<u8> {
     b
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-    }
-}
-
 /// Decodes an entry's verdict; `None` if it is not a well-formed entry.
 fn decode(bytes: &[u8]) -> Option<Verdict> {
-    let mut r = Reader(bytes);
+    let mut r = Reader::new(bytes);
     if r.u8()? != FORMAT {
         return None;
     }
@@ -1076,7 +1052,7 @@ fn decode(bytes: &[u8]) -> Option<Verdict> {
         }
         _ => return None,
     };
-    if !r.0.is_empty() {
+    if !r.is_done() {
         return None;
     }
     Some(v)

@@ -260,14 +260,7 @@ impl KvStore {
     /// After the flush's transaction committed: deletions are on disk, their
     /// tombstones can go.
     pub fn committed(&self, flushed: Flushed) {
-        for (ns, keys) in flushed.taken {
-            let mut st = lock(&ns.state);
-            for k in keys {
-                if !st.dirty.contains(&k) && matches!(st.cache.get(&k), Some(None)) {
-                    st.cache.remove(&k);
-                }
-            }
-        }
+        self.committed_unless_in(flushed, &[]);
     }
 
     /// Like [`KvStore::committed`], for a flush whose operations reached the database

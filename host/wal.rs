@@ -334,10 +334,20 @@ pub fn parse(bytes: &[u8]) -> (Vec<WalRecord>, u64) {
     (records, at as u64)
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads little-endian fields off the front of a byte slice (the log's records
+/// and the journal's entries); every read is `None` past the end.
+pub(crate) struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    /// A reader at the start of `bytes`.
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader(bytes)
+    }
+    /// Whether every byte was read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Option<&[u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -345,25 +355,25 @@ impl Reader<'_> {
         self.0 = b;
         Some(a)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         self.take(4)
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         self.take(8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
-    fn bytes(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn bytes(&mut self) -> Option<Vec<u8>> {
         let n = self.u32()? as usize;
         self.take(n).map(<[u8]>::to_vec)
     }
 }
 
 fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
-    let mut r = Reader(payload);
+    let mut r = Reader::new(payload);
     let seq = r.u64()?;
     let n = r.u32()?;
     let mut entries = Vec::with_capacity((n as usize).min(4096));
@@ -387,7 +397,7 @@ fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
         };
         entries.push(e);
     }
-    if !r.0.is_empty() {
+    if !r.is_done() {
         return None;
     }
     Some(WalRecord { seq, entries })

@@ -21,6 +21,24 @@ pub struct Interceptor {
 }
 
 impl Interceptor {
+    /// Starts `cmd` (stdin closed; stdout and stderr both to `log`: `htlcgate run`
+    /// logs to stdout) as the interceptor called `name`.
+    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Interceptor> {
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting the {name} ({:?})", cmd.get_program()))?;
+        Ok(Interceptor {
+            name: name.into(),
+            child,
+            log,
+        })
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -190,10 +208,9 @@ pub fn spawn_htlcgate(
     let config = dir.join("htlcgate.toml");
     std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
     let log = dir.join("htlcgate.log");
-    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let endpoint = mock.endpoint();
-    let child = Command::new(common::htlcgate_bin())
-        .arg("run")
+    let mut cmd = Command::new(common::htlcgate_bin());
+    cmd.arg("run")
         .arg("--config")
         .arg(&config)
         .arg("--lnd.rpcserver")
@@ -202,18 +219,8 @@ pub fn spawn_htlcgate(
         .arg(&endpoint.tls_cert_path)
         .arg("--lnd.macaroonpath")
         .arg(&endpoint.macaroon_path)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        // `htlcgate run` logs to stdout: both streams go to the log.
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("starting {}", common::htlcgate_bin().display()))?;
-    Ok(Interceptor {
-        name: "htlcgate".into(),
-        child,
-        log,
-    })
+        .env("RUST_LOG", "warn");
+    Interceptor::spawn("htlcgate", cmd, log)
 }
 
 /// The Python baseline's virtualenv (target/bench-venv) with grpcio and
@@ -292,21 +299,12 @@ pub fn spawn_floor(dir: &Path, mock: &MockLnd) -> anyhow::Result<Interceptor> {
     let log = dir.join("floor.log");
     let endpoint = mock.endpoint();
     let exe = std::env::current_exe().context("finding the benchmark executable")?;
-    let child = Command::new(exe)
-        .env("HTLCGATE_BENCH_ROLE", crate::floor::ROLE)
+    let mut cmd = Command::new(exe);
+    cmd.env("HTLCGATE_BENCH_ROLE", crate::floor::ROLE)
         .arg(&endpoint.rpcserver)
         .arg(&endpoint.tls_cert_path)
-        .arg(&endpoint.macaroon_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("starting the resume-all floor interceptor")?;
-    Ok(Interceptor {
-        name: "resume-all floor".into(),
-        child,
-        log,
-    })
+        .arg(&endpoint.macaroon_path);
+    Interceptor::spawn("resume-all floor", cmd, log)
 }
 
 /// Starts the Python grpcio interceptor against `mock`.
@@ -318,8 +316,8 @@ pub fn spawn_python(
 ) -> anyhow::Result<Interceptor> {
     let log = dir.join("python.log");
     let endpoint = mock.endpoint();
-    let child = Command::new(python)
-        .arg(common::repo().join("benches/python/interceptor.py"))
+    let mut cmd = Command::new(python);
+    cmd.arg(common::repo().join("benches/python/interceptor.py"))
         .arg("--stubs")
         .arg(stubs)
         .arg("--rpcserver")
@@ -327,17 +325,8 @@ pub fn spawn_python(
         .arg("--tlscert")
         .arg(&endpoint.tls_cert_path)
         .arg("--macaroon")
-        .arg(&endpoint.macaroon_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("starting the Python interceptor")?;
-    Ok(Interceptor {
-        name: "python grpcio interceptor".into(),
-        child,
-        log,
-    })
+        .arg(&endpoint.macaroon_path);
+    Interceptor::spawn("python grpcio interceptor", cmd, log)
 }
 
 /// Starts `htlcgate run` with `plugins` against a fresh mock, waits until it is
