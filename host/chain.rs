@@ -19,10 +19,12 @@
 //! A plugin may answer `hold`: the chain then ends with a [`HoldRequest`] (the gate
 //! keeps the HTLC held at LND and calls [`Chain::decide_at`] again later, from the
 //! holding plugin). Outcomes of forwards ([`Chain::outcome`]) go into a second queue
-//! of every plugin that exports `outcome`, served by the same thread, so a plugin
-//! sees its `decide` and `outcome` calls one at a time.
+//! of every plugin that exports `outcome` (until it calls `ignore-outcomes`, as
+//! Rust SDK plugins without an `outcome` of their own do), served by the same
+//! thread, so a plugin sees its `decide` and `outcome` calls one at a time.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -130,8 +132,9 @@ struct Stage {
     work: Condvar,
     /// The plugin; locked only by the thread that set `busy`.
     plugin: Mutex<Plugin>,
-    /// The plugin exports `outcome`.
-    wants_outcomes: bool,
+    /// The plugin wants outcomes ([`Plugin::wants_outcomes`]); turns false
+    /// when it calls `ignore-outcomes`, never back.
+    wants_outcomes: AtomicBool,
 }
 
 /// The part of a stage that changes, under its mutex.
@@ -154,6 +157,11 @@ impl Stage {
     fn lock(&self) -> MutexGuard<'_, StageState> {
         // Plugin::decide never panics, so a poisoned lock holds consistent state.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether outcomes are queued for this plugin.
+    fn wants_outcomes(&self) -> bool {
+        self.wants_outcomes.load(Ordering::Relaxed)
     }
 
     /// Wakes the worker if it sleeps; takes the state's guard and releases it.
@@ -219,7 +227,7 @@ impl Chain {
         for (index, plugin) in plugins.into_iter().enumerate() {
             names.push(plugin.name.clone());
             let thread_name = format!("plugin-{}", plugin.name);
-            let wants_outcomes = plugin.exports_outcome();
+            let wants_outcomes = AtomicBool::new(plugin.wants_outcomes());
             let stage = Arc::new(Stage {
                 state: Mutex::new(StageState {
                     queue: VecDeque::new(),
@@ -279,9 +287,10 @@ impl Chain {
         rx
     }
 
-    /// Whether any plugin of the chain exports `outcome`.
+    /// Whether any plugin of the chain wants outcomes (exports `outcome` and has
+    /// not called `ignore-outcomes`).
     pub fn wants_outcomes(&self) -> bool {
-        self.shared.stages.iter().any(|s| s.wants_outcomes)
+        self.shared.stages.iter().any(|s| s.wants_outcomes())
     }
 
     /// Hands an outcome to every plugin that exports `outcome`, on its own thread
@@ -289,7 +298,7 @@ impl Chain {
     /// older outcomes were dropped because a plugin's queue was full.
     pub fn outcome(&self, outcome: Arc<HtlcOutcome>) -> usize {
         let mut dropped = 0;
-        for stage in self.shared.stages.iter().filter(|s| s.wants_outcomes) {
+        for stage in self.shared.stages.iter().filter(|s| s.wants_outcomes()) {
             let mut st = stage.lock();
             if st.outcomes.len() >= OUTCOME_QUEUE {
                 st.outcomes.pop_front();
@@ -358,9 +367,15 @@ fn worker(home: usize, stage: Arc<Stage>) {
         match work {
             Work::Decide(job) => run(home, job),
             Work::Outcome(o) => {
-                {
+                let wants = {
                     let mut plugin = stage.plugin.lock().unwrap_or_else(|p| p.into_inner());
                     tell_outcome(&mut plugin, &o);
+                    plugin.wants_outcomes()
+                };
+                if !wants && stage.wants_outcomes.swap(false, Ordering::Relaxed) {
+                    // It called `ignore-outcomes`: what is queued for it would be
+                    // no-op calls.
+                    stage.lock().outcomes.clear();
                 }
                 free(&stage, home, home);
             }

@@ -28,6 +28,7 @@
 //! | import `$root` `kv-delete` | `(i32, i32, i32)` (key, return area) |
 //! | import `$root` `channel` | `(i64, i32)` (chan-id, return area) |
 //! | import `$root` `block-height` | `(i32)` (return area)      |
+//! | import `$root` `ignore-outcomes` | `()`                     |
 //!
 //! `outcome(htlc-outcome)` flattens to exactly 16 values (MAX_FLAT_PARAMS), so
 //! it is passed flat, not through a pointer: `(i64 i64 | i32 i64 i64 | i32 i64
@@ -262,6 +263,7 @@ const ROOT_IMPORTS: &[(&str, &[ValType], &[ValType])] = &[
     ),
     ("channel", &[ValType::I64, ValType::I32], &[]),
     ("block-height", &[ValType::I32], &[]),
+    ("ignore-outcomes", &[], &[]),
 ];
 
 fn signature(params: &[ValType], results: &[ValType]) -> String {

@@ -247,3 +247,67 @@ fn garbage_is_not_a_component() {
     let err = Plugin::load(&sandbox(), cfg).err().unwrap();
     assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
 }
+
+/// A final "settled" outcome for HTLC 1:1, as the host hands it to plugins.
+fn settled() -> htlcgate::wasm::bindings::HtlcOutcome {
+    use htlcgate::wasm::bindings::{CircuitKey, FinalResolution, HtlcOutcome, OutcomeKind};
+    HtlcOutcome {
+        incoming_circuit_key: CircuitKey {
+            chan_id: 1,
+            htlc_id: 1,
+        },
+        outgoing_circuit_key: None,
+        kind: OutcomeKind::Final(FinalResolution {
+            settled: true,
+            offchain: true,
+        }),
+        at_unix_ms: 1,
+    }
+}
+
+#[test]
+fn a_rust_plugin_without_its_own_outcome_is_told_once_and_one_with_it_always() {
+    // fee-floor keeps the SDK's default `Plugin::outcome`: it exports `outcome`
+    // (wit-bindgen exports the whole world) and says at the first call that it
+    // ignores outcomes.
+    let mut floor = load(plugin_with("fee-floor", &[("base_msat", "1")]));
+    assert!(floor.exports_outcome() && floor.wants_outcomes());
+    let (r, cost) = floor.outcome(&settled());
+    assert_eq!(r, Ok(()));
+    assert!(cost.fuel > 0, "the first outcome is a real call");
+    assert!(!floor.wants_outcomes());
+    assert_eq!(floor.outcome(&settled()).1.fuel, 0, "not called again");
+    assert_eq!(floor.decide(&input(forward(2, 1_000, 1_000))).0, Step::Next);
+
+    // circuitbreaker overrides it: every outcome reaches it.
+    let mut cfg = plugin_with("circuitbreaker", &[("max_pending", "2")]);
+    cfg.grants = vec!["kv".into(), "node".into()];
+    let mut breaker = load(cfg);
+    for _ in 0..3 {
+        let (r, cost) = breaker.outcome(&settled());
+        assert_eq!(r, Ok(()));
+        assert!(cost.fuel > 0);
+        assert!(breaker.wants_outcomes());
+    }
+}
+
+#[test]
+fn a_chain_stops_handing_outcomes_to_plugins_that_ignore_them() {
+    let chain = htlcgate::chain::Chain::load(
+        &sandbox(),
+        &[
+            plugin_with("fee-floor", &[("base_msat", "1")]),
+            plugin_with("max-htlc", &[("max_msat", "5000")]),
+        ],
+        Verdict::Resume,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(chain.wants_outcomes());
+    assert_eq!(chain.outcome(std::sync::Arc::new(settled())), 0);
+    // Each plugin's thread runs the outcome, which tells the host to stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while chain.wants_outcomes() {
+        assert!(std::time::Instant::now() < deadline, "still wants outcomes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -184,6 +184,8 @@ pub struct PluginState {
     /// The node context for `channel` and `block-height`, when the sandbox has
     /// one.
     pub node: Option<NodeContext>,
+    /// The plugin called `ignore-outcomes`: its `outcome` export does nothing.
+    pub ignores_outcomes: bool,
 }
 
 impl PluginState {
@@ -217,6 +219,7 @@ impl PluginState {
             current: None,
             kv: None,
             node: None,
+            ignores_outcomes: false,
         }
     }
 
@@ -297,6 +300,10 @@ impl DeciderImports for PluginState {
 
     fn block_height(&mut self) -> Option<u32> {
         crate::wasm::node::block_height(self.node.as_ref())
+    }
+
+    fn ignore_outcomes(&mut self) {
+        self.ignores_outcomes = true;
     }
 }
 

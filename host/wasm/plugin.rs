@@ -172,6 +172,9 @@ pub struct Plugin {
     kv: Option<Arc<Namespace>>,
     consecutive_faults: u32,
     quarantined: bool,
+    /// The plugin called `ignore-outcomes` (in any instance): `outcome` is not
+    /// called any more.
+    ignores_outcomes: bool,
 }
 
 /// The component magic: `\0asm`, then layer 1 (component) version 0x0d.
@@ -282,8 +285,11 @@ impl Plugin {
             kv,
             consecutive_faults: 0,
             quarantined: false,
+            ignores_outcomes: false,
         };
-        p.live = Some(p.start()?);
+        let live = p.start()?;
+        p.ignores_outcomes = live.store.data().ignores_outcomes;
+        p.live = Some(live);
         Ok(p)
     }
 
@@ -360,6 +366,13 @@ impl Plugin {
         self.pre.exports_outcome()
     }
 
+    /// Whether `outcome` is worth calling: the component exports it and the
+    /// plugin has not called `ignore-outcomes` (as every Rust SDK plugin that
+    /// keeps the default `Plugin::outcome` does at its first outcome).
+    pub fn wants_outcomes(&self) -> bool {
+        self.exports_outcome() && !self.ignores_outcomes
+    }
+
     /// Asks the plugin about one HTLC. Never panics and never blocks longer than the
     /// plugin's `timeout_ms` (plus re-instantiation after a trap, bounded by
     /// `init_timeout_ms`).
@@ -410,13 +423,13 @@ impl Plugin {
     /// Tells the plugin what happened to a forward (its `outcome` export), under
     /// the same fuel, deadline and memory cap as `decide`. Does nothing (and
     /// costs nothing) for a plugin without the export, 0.1.0 plugins included,
-    /// and for a quarantined plugin.
+    /// one that called `ignore-outcomes`, and a quarantined plugin.
     ///
     /// A fault is returned for the caller to log and count: it never affects a
     /// verdict and does not count toward quarantine. A trap still replaces the
     /// instance, as in `decide` (the plugin is quarantined only if that fails).
     pub fn outcome(&mut self, outcome: &HtlcOutcome) -> (Result<(), PluginFault>, Cost) {
-        if self.quarantined || !self.exports_outcome() {
+        if self.quarantined || !self.wants_outcomes() {
             return (Ok(()), Cost::default());
         }
         let started = Instant::now();
@@ -457,6 +470,13 @@ impl Plugin {
         store.data_mut().current = current;
         let r = f(&live.exports, store);
         store.data_mut().current = None;
+        if store.data().ignores_outcomes && !self.ignores_outcomes {
+            self.ignores_outcomes = true;
+            tracing::debug!(
+                plugin = &*self.name,
+                "plugin ignores outcomes: `outcome` is not called any more"
+            );
+        }
         let used = self.cfg.fuel - store.get_fuel().unwrap_or(0);
         match r {
             Ok(res) => (Ok(res), used),
@@ -477,7 +497,10 @@ impl Plugin {
     /// it has nothing left to call.
     fn restart(&mut self) {
         match self.start() {
-            Ok(live) => self.live = Some(live),
+            Ok(live) => {
+                self.ignores_outcomes |= live.store.data().ignores_outcomes;
+                self.live = Some(live);
+            }
             Err(e) => {
                 self.quarantined = true;
                 tracing::error!(

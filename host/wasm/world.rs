@@ -296,7 +296,7 @@ mod tests {
     use super::*;
     use crate::config::{PluginConfig, SandboxConfig};
     use crate::mock_lnd::sample_request;
-    use crate::wasm::plugin::{LoadError, Plugin, Step};
+    use crate::wasm::plugin::{Cost, LoadError, Plugin, Step};
     use std::sync::Arc;
     use std::time::Duration;
     use wit_parser::{Resolve, WorldKey};
@@ -478,6 +478,63 @@ mod tests {
             assert_eq!(r, Ok(()));
             assert_eq!(cost.fuel, 0);
         }
+    }
+
+    /// 0.2.0's `outcome` calling `ignore-outcomes` (import included).
+    const IGNORING_OUTCOME: &str = r#"
+        (import "$root" "ignore-outcomes" (func $ignore))
+        (func (export "outcome")
+            (param i64 i64 i32 i64 i64 i32 i64 i64 i32 i32 i32 i64 i64 i32 i32 i64)
+            (call $ignore))"#;
+
+    #[test]
+    fn a_plugin_that_calls_ignore_outcomes_is_not_called_again() {
+        let sb = sandbox();
+        let mut p = load(
+            &sb,
+            &component(V02_WIT, "decider", &core(0, IGNORING_OUTCOME)),
+            &[],
+        )
+        .unwrap();
+        assert!(p.exports_outcome() && p.wants_outcomes());
+        let (r, cost) = p.outcome(&forward_failed());
+        assert_eq!(r, Ok(()));
+        assert!(cost.fuel > 0, "the first outcome runs");
+        assert!(!p.wants_outcomes());
+        assert_eq!(p.outcome(&forward_failed()), (Ok(()), Cost::default()));
+        assert_eq!(p.decide(&input()).0, Step::Next, "decide goes on");
+        assert!(!p.wants_outcomes());
+
+        // A plugin that never calls it keeps being told.
+        let mut p = load(&sb, &component(V02_WIT, "decider", &core(5, OUTCOME)), &[]).unwrap();
+        let mut fine = forward_failed();
+        fine.kind =
+            crate::wasm::bindings::OutcomeKind::Final(crate::wasm::bindings::FinalResolution {
+                settled: true,
+                offchain: true,
+            });
+        for _ in 0..3 {
+            let (r, cost) = p.outcome(&fine);
+            assert_eq!(r, Ok(()));
+            assert!(cost.fuel > 0);
+        }
+        assert!(p.wants_outcomes());
+    }
+
+    #[test]
+    fn ignore_outcomes_called_from_init_holds_from_the_load() {
+        let ignoring_init = core(0, r#"(import "$root" "ignore-outcomes" (func $ignore))"#)
+            .replace(
+                r#"(func (export "init") (param i32 i32) (result i32) (i32.const 0))"#,
+                r#"(func (export "init") (param i32 i32) (result i32) (call $ignore) (i32.const 0))"#,
+            );
+        let wat = ignoring_init.replace(
+            "(memory (export \"memory\") 1)",
+            &format!("{OUTCOME}\n(memory (export \"memory\") 1)"),
+        );
+        let p = load(&sandbox(), &component(V02_WIT, "decider", &wat), &[]).unwrap();
+        assert!(p.exports_outcome());
+        assert!(!p.wants_outcomes());
     }
 
     #[test]

@@ -31,3 +31,14 @@ pub(crate) fn onion_blob() -> Vec<u8> {
 pub(crate) fn onion_blob() -> Vec<u8> {
     Vec::new()
 }
+
+/// Tells the host this plugin does nothing with `outcome` (the default
+/// [`Plugin::outcome`](crate::Plugin::outcome) calls it): it is not called again.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn ignore_outcomes() {
+    crate::bindings::ignore_outcomes();
+}
+
+/// No host to tell (host builds: unit tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn ignore_outcomes() {}

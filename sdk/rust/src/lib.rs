@@ -138,9 +138,13 @@ pub trait Plugin {
     /// verdict already given. LND does not replay events missed while
     /// htlcgate was down, so state built from outcomes must also expire.
     ///
-    /// The default does nothing.
+    /// The default does nothing, and tells the host so at the first call
+    /// (the WIT import `ignore-outcomes`): a plugin that does not override
+    /// this method is not called for outcomes again, so the three events LND
+    /// sends per forward cost it nothing.
     fn outcome(&mut self, outcome: &Outcome) {
         let _ = outcome;
+        crate::imports::ignore_outcomes();
     }
 }
 
