@@ -1,12 +1,16 @@
 //! Per-HTLC decision cost (issue 7, benchmarks 1 and 2), side by side in one run:
 //!
-//! - each example policy as native Rust;
+//! - each example policy as native Rust (the stateful ones, `rate-limit` and
+//!   `circuitbreaker`, are their plugin crates compiled natively);
 //! - the floor: a bare wasmtime component call of an empty `decide` with the full
 //!   naive record (1366-byte onion inside), plus the same without the onion and
 //!   under htlcgate's engine settings (fuel + epochs) to attribute the costs;
 //! - the same empty `decide` through htlcgate's `Plugin` (htlcgate's own overhead);
-//! - each example plugin through htlcgate's `Plugin`, the 3-plugin chain through
-//!   htlcgate's `Chain` (one HTLC at a time, and 1,000 in flight);
+//! - each example plugin through htlcgate's `Plugin` (`rate-limit` reading and
+//!   writing its kv counters; `circuitbreaker` with the node context, one
+//!   iteration being `decide` + the `outcome` that resolves the HTLC);
+//! - the 3-plugin chain through htlcgate's `Chain` (one HTLC at a time, and
+//!   1,000 in flight);
 //! - the fee floor as an out-of-process plugin speaking JSON over a pipe (Rust and
 //!   python3 children).
 //!
@@ -22,6 +26,7 @@ mod floor;
 mod interleave;
 mod native;
 mod pipe;
+mod stateful;
 mod summary;
 
 use std::hint::black_box;
@@ -75,10 +80,19 @@ struct Setup {
     plugins: Vec<PluginConfig>,
 }
 
+/// `circuitbreaker`'s benchmark: its plugin name.
+const BREAKER: &str = "circuitbreaker";
+
 impl Setup {
     fn new(full: bool) -> anyhow::Result<Setup> {
-        let mut names = vec!["fee-floor", "max-htlc", "channel-filter", "onion-size"];
-        common::build_plugins(&names)?;
+        let mut names = vec![
+            "fee-floor",
+            "max-htlc",
+            "channel-filter",
+            "onion-size",
+            "rate-limit",
+        ];
+        common::build_plugins(&[&names[..], &[BREAKER]].concat())?;
         if full {
             // Go and AssemblyScript need their toolchains; without them those rows
             // are left out, with the reason.
@@ -96,7 +110,9 @@ impl Setup {
             cache_dir: Some(repo.join("target/bench-cache")),
             ..SandboxConfig::default()
         })
-        .context("starting the wasm engine")?;
+        .context("starting the wasm engine")?
+        // circuitbreaker maps the incoming channel to its peer through it.
+        .with_node(stateful::node_context()?);
         let request = common::passing_forward(1);
         Ok(Setup {
             sandbox,
@@ -134,21 +150,26 @@ impl Setup {
 /// The `[[plugin]]` entry each example plugin runs with in the benchmarks.
 fn plugin_config(name: &str) -> PluginConfig {
     let mut cfg = PluginConfig::with_defaults(name, common::plugin_path(name));
-    let pairs: &[(&str, String)] = match name {
-        "fee-floor" | "as-fee-floor" | "go-fee-floor" => {
-            &[("base_msat", "1000".into()), ("ppm", "100".into())]
-        }
-        "max-htlc" => &[("max_msat", "5000000000".into())],
-        "channel-filter" => &[("deny_in", common::DENIED_CHAN.to_string())],
+    let denied = common::DENIED_CHAN.to_string();
+    let pairs: &[(&str, &str)] = match name {
+        "fee-floor" | "as-fee-floor" | "go-fee-floor" => &[("base_msat", "1000"), ("ppm", "100")],
+        "max-htlc" => &[("max_msat", "5000000000")],
+        "channel-filter" => &[("deny_in", &denied)],
+        "rate-limit" => stateful::RATE_LIMIT,
+        BREAKER => stateful::CIRCUITBREAKER,
         _ => &[],
     };
     cfg.config = pairs
         .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    if name == "onion-size" {
-        cfg.grants = vec!["onion-blob".into()];
-    }
+    let grants: &[&str] = match name {
+        "onion-size" => &["onion-blob"],
+        "rate-limit" => &["kv"],
+        BREAKER => &["kv", "node"],
+        _ => &[],
+    };
+    cfg.grants = grants.iter().map(|g| g.to_string()).collect();
     cfg
 }
 
@@ -170,6 +191,32 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
     let filter = native::ChannelFilter {
         deny_in: vec![common::DENIED_CHAN],
     };
+    // The stateful plugins' own crates, natively (SDK stand-ins on this thread;
+    // both plugins' few keys in its one map), each checked once to say `next`
+    // and to read and write its state.
+    let sdk_htlc = native::sdk_htlc(record);
+    let sdk_settled = stateful::sdk_settled(record);
+    let mut rate_limit = native::RateLimit::new(stateful::RATE_LIMIT)?;
+    let mut breaker = native::CircuitBreaker::new(
+        stateful::CIRCUITBREAKER,
+        record.incoming_circuit_key.chan_id,
+        stateful::peer()?,
+        htlcgate::mock_node::START_HEIGHT,
+    )?;
+    stateful::check_rate_limit(
+        "native rate-limit",
+        &mut || rate_limit.decide(&sdk_htlc) == native::Says::Next,
+        &stateful::native_get,
+    )?;
+    stateful::check_breaker(
+        "native circuitbreaker",
+        &mut |half| match half {
+            stateful::Half::Decide => breaker.decide(&sdk_htlc) == native::Says::Next,
+            stateful::Half::Outcome => breaker.outcome(&sdk_settled).is_ok(),
+        },
+        &stateful::native_get,
+        record,
+    )?;
     let chain3 = native::Chain {
         filter: native::ChannelFilter {
             deny_in: vec![common::DENIED_CHAN],
@@ -210,7 +257,32 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
     for cfg in &s.plugins {
         let mut p = s.load(cfg)?;
         decide_once(&mut p, input)?;
+        if cfg.name == "rate-limit" {
+            let ns = s.sandbox.kv.namespace(&cfg.name)?;
+            stateful::check_rate_limit(
+                "rate-limit",
+                &mut || matches!(p.decide(input).0, Step::Next),
+                &stateful::host_get(&ns),
+            )?;
+        }
         plugins.push((plugin_id(&cfg.name), p));
+    }
+    // circuitbreaker: one iteration is `decide` + the outcome that resolves the
+    // HTLC (it counts each HTLC in flight until then), so its state stays bounded.
+    let mut cb = s.load(&plugin_config(BREAKER))?;
+    anyhow::ensure!(cb.exports_outcome(), "circuitbreaker must export outcome");
+    let settled = stateful::settled(record);
+    {
+        let ns = s.sandbox.kv.namespace(BREAKER)?;
+        stateful::check_breaker(
+            "circuitbreaker",
+            &mut |half| match half {
+                stateful::Half::Decide => matches!(cb.decide(input).0, Step::Next),
+                stateful::Half::Outcome => cb.outcome(&settled).0.is_ok(),
+            },
+            &stateful::host_get(&ns),
+            record,
+        )?;
     }
 
     // Three empty decides in a row: htlcgate's own cost of a 3-plugin chain, with
@@ -273,6 +345,15 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
     g.bench_function("native-chain-3", |b| {
         b.iter(|| chain3.decide(black_box(record)))
     });
+    g.bench_function("native-rate-limit", |b| {
+        b.iter(|| rate_limit.decide(black_box(&sdk_htlc)))
+    });
+    g.bench_function("native-circuitbreaker", |b| {
+        b.iter(|| {
+            let says = breaker.decide(black_box(&sdk_htlc));
+            (says, breaker.outcome(black_box(&sdk_settled)))
+        })
+    });
     for (id, f) in floors.iter_mut() {
         g.bench_function(*id, |b| b.iter(|| f.call()));
     }
@@ -286,6 +367,9 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
     for (id, p) in plugins.iter_mut() {
         g.bench_function(*id, |b| b.iter(|| p.decide(black_box(input))));
     }
+    g.bench_function("htlcgate-circuitbreaker", |b| {
+        b.iter(|| (cb.decide(black_box(input)), cb.outcome(black_box(&settled))))
+    });
     g.bench_function("input-from-request", |b| {
         b.iter_batched(
             || s.request.clone(),
@@ -343,6 +427,19 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
             black_box(chain3.decide(black_box(record)));
         }),
     });
+    subjects.push(Subject {
+        id: "native-rate-limit",
+        call: Box::new(|| {
+            black_box(rate_limit.decide(black_box(&sdk_htlc)));
+        }),
+    });
+    subjects.push(Subject {
+        id: "native-circuitbreaker",
+        call: Box::new(|| {
+            let says = breaker.decide(black_box(&sdk_htlc));
+            let _ = black_box((says, breaker.outcome(black_box(&sdk_settled))));
+        }),
+    });
     for (id, f) in floors.iter_mut() {
         subjects.push(Subject {
             id,
@@ -371,6 +468,12 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
             }),
         });
     }
+    subjects.push(Subject {
+        id: "htlcgate-circuitbreaker",
+        call: Box::new(|| {
+            let _ = black_box((cb.decide(input), cb.outcome(&settled)));
+        }),
+    });
     subjects.push(Subject {
         id: "htlcgate-chain-3-sequential",
         call: Box::new(|| {
@@ -432,6 +535,7 @@ fn plugin_id(name: &str) -> &'static str {
         "max-htlc" => "htlcgate-max-htlc",
         "channel-filter" => "htlcgate-channel-filter",
         "onion-size" => "htlcgate-onion-size",
+        "rate-limit" => "htlcgate-rate-limit",
         "as-fee-floor" => "htlcgate-as-fee-floor",
         "go-fee-floor" => "htlcgate-go-fee-floor",
         other => panic!("no benchmark id for plugin {other}"),

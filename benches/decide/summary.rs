@@ -41,6 +41,14 @@ const ROWS: &[(&str, &str)] = &[
         "native Rust: the 3 policies (fee-floor, max-htlc, channel-filter)",
     ),
     (
+        "native-rate-limit",
+        "native Rust: rate-limit (its plugin crate, SDK's in-memory kv)",
+    ),
+    (
+        "native-circuitbreaker",
+        "native Rust: circuitbreaker, decide + its outcome (its plugin crate, SDK stand-ins)",
+    ),
+    (
         "floor-wasmtime",
         "**floor**: bare wasmtime, empty decide, full record + 1366-B onion",
     ),
@@ -66,6 +74,14 @@ const ROWS: &[(&str, &str)] = &[
     (
         "htlcgate-onion-size",
         "htlcgate: onion-size (Rust, reads the onion)",
+    ),
+    (
+        "htlcgate-rate-limit",
+        "htlcgate: rate-limit (Rust, kv: reads and writes its counters)",
+    ),
+    (
+        "htlcgate-circuitbreaker",
+        "htlcgate: circuitbreaker (Rust, kv + node), decide + its outcome: 2 calls",
     ),
     (
         "htlcgate-as-fee-floor",
@@ -140,6 +156,41 @@ pub fn print(home: &Path, interleaved: &[(&str, f64)]) {
             println!(
                 "| LND request -> htlcgate input (once per HTLC) | - | - | {} |",
                 fmt_time(c)
+            );
+        }
+    }
+    println!();
+    println!("Stateful plugins, against the same plugin crate compiled natively:");
+    // (htlcgate id, native id, what, calls into the plugin per iteration)
+    for (ours, native, label, calls) in [
+        (
+            "htlcgate-rate-limit",
+            "native-rate-limit",
+            "rate-limit (one decide)",
+            1.0,
+        ),
+        (
+            "htlcgate-circuitbreaker",
+            "native-circuitbreaker",
+            "circuitbreaker (decide + the outcome that resolves it)",
+            2.0,
+        ),
+    ] {
+        let (Some(t), Some(n)) = (get(ours), get(native)) else {
+            continue;
+        };
+        println!(
+            "- {label}: {} in htlcgate, {} native ({:.0}x native; {:.2} floors per call into the plugin)",
+            fmt_time(t),
+            fmt_time(n),
+            t / n,
+            t / floor / calls
+        );
+        if let Some(e) = get("htlcgate-empty") {
+            println!(
+                "  (htlcgate's own cost, as {calls} empty decide(s): {}; the rest, the plugin's code and its kv/node imports in the sandbox: {})",
+                fmt_time(e * calls),
+                fmt_time(t - e * calls)
             );
         }
     }
