@@ -17,8 +17,9 @@
 //! instance when the chain is reloaded.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -125,6 +126,22 @@ fn watched_files(cfg: &Config) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// The file names of [`watched_files`]: the watcher's own thread drops every
+/// event of another name, so that the other files in the watched directories
+/// (the journal's write-ahead log beside the config is written for every HTLC)
+/// wake no task and resolve no path.
+fn watched_names(cfg: &Config) -> BTreeSet<OsString> {
+    watched_files(cfg)
+        .iter()
+        .filter_map(|p| p.file_name().map(OsString::from))
+        .collect()
+}
+
+/// Whether an event about `path` may concern a watched file (same file name).
+fn may_concern(names: &BTreeSet<OsString>, path: &Path) -> bool {
+    path.file_name().is_some_and(|n| names.contains(n))
+}
+
 /// Watches the config and plugin files and reloads on change or on a `hup` signal,
 /// until `stop` turns true. `cfg` is the config the running chain was built from.
 pub async fn watch_and_reload(
@@ -135,13 +152,16 @@ pub async fn watch_and_reload(
     mut stop: watch::Receiver<bool>,
 ) {
     let (tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
+    let names = Arc::new(RwLock::new(watched_names(&cfg)));
+    let names_seen = names.clone();
     let mut watcher = match RecommendedWatcher::new(
         move |res: notify::Result<notify::Event>| {
             // Opening or reading a file is no change. (inotify reports opens: without
             // this, the reload's own reading of the config and plugin files would
             // trigger the next reload, every DEBOUNCE, forever.)
             if let Some(ev) = res.ok().filter(|ev| changes_content(&ev.kind)) {
-                for p in ev.paths {
+                let names = names_seen.read().unwrap_or_else(|p| p.into_inner());
+                for p in ev.paths.into_iter().filter(|p| may_concern(&names, p)) {
                     let _ = tx.send(p);
                 }
             }
@@ -193,6 +213,7 @@ pub async fn watch_and_reload(
             Ok(new) => {
                 cfg = new;
                 files = watched_files(&cfg);
+                *names.write().unwrap_or_else(|p| p.into_inner()) = watched_names(&cfg);
                 rewatch(&mut watcher, &mut dirs, watched_dirs(&cfg));
             }
             Err(e) => {
@@ -229,4 +250,30 @@ fn rewatch(
         }
     }
     *dirs = want;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_named_like_a_watched_file_leave_the_watcher_thread() {
+        let names: BTreeSet<OsString> = ["htlcgate.toml", "fee-floor.wasm"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        for (path, wanted) in [
+            ("/etc/htlcgate/htlcgate.toml", true),
+            ("/srv/plugins/fee-floor.wasm", true),
+            // Beside the config, written for every HTLC.
+            ("/etc/htlcgate/htlcgate.journal.wal", false),
+            ("/etc/htlcgate/htlcgate.journal.wal.old", false),
+            ("/etc/htlcgate/htlcgate.journal", false),
+            // An editor's temporary file: its rename to the real name is the event.
+            ("/etc/htlcgate/.htlcgate.toml.swp", false),
+            ("/", false),
+        ] {
+            assert_eq!(may_concern(&names, Path::new(path)), wanted, "{path}");
+        }
+    }
 }
