@@ -166,6 +166,9 @@ pub struct Journal {
     kv: KvStore,
     /// Per incoming channel, an upper bound of the HTLC ids with a committed verdict.
     bounds: Arc<Bounds>,
+    /// Per incoming channel, an upper bound of the HTLC ids with a verdict in the
+    /// redb file: a key above it is read from `unsynced` only.
+    file_bounds: Arc<Bounds>,
     /// Verdicts durable in the log but not yet in the redb file.
     unsynced: Arc<Unsynced>,
 }
@@ -290,6 +293,8 @@ impl Journal {
             None => (None, 1),
         };
         let bounds = Arc::new(Bounds::load(&db)?);
+        // Everything recovered is in the file now: both bounds start equal.
+        let file_bounds = Arc::new(Bounds(Mutex::new(bounds.lock().clone())));
         let unsynced = Arc::new(Unsynced::default());
         let db = Arc::new(db);
         let kv = KvStore::on(db.clone()).map_err(|e| JournalError::Db(e.to_string()))?;
@@ -298,6 +303,7 @@ impl Journal {
             Some(_) => Some(Checkpointer::start(
                 db.clone(),
                 unsynced.clone(),
+                file_bounds.clone(),
                 retention,
             )?),
             None => None,
@@ -306,6 +312,7 @@ impl Journal {
             db: db.clone(),
             kv: kv.clone(),
             bounds: bounds.clone(),
+            file_bounds: file_bounds.clone(),
             unsynced: unsynced.clone(),
             wal,
             next_seq,
@@ -327,6 +334,7 @@ impl Journal {
             writes: tx,
             kv,
             bounds,
+            file_bounds,
             unsynced,
         })
     }
@@ -377,7 +385,9 @@ impl Journal {
 
     /// The verdict recorded for `key`, if any. Sees every verdict whose
     /// [`Journal::record`] has resolved. A key above its channel's highest recorded
-    /// HTLC id (every new HTLC from LND) is answered without a database read.
+    /// HTLC id (every new HTLC from LND) is answered without a database read, and
+    /// one above the highest in the redb file (every HTLC decided since the last
+    /// checkpoint, e.g. when LND's events about it arrive) from memory.
     pub fn get(&self, key: CircuitKey) -> Result<Option<Verdict>, JournalError> {
         if !self.bounds.may_hold(key) {
             return Ok(None);
@@ -387,6 +397,14 @@ impl Journal {
             .lock()
             .get(&(key.chan_id, key.htlc_id))
             .cloned();
+        // Read after `unsynced`: a checkpoint raises the file's bounds before it
+        // removes its keys from `unsynced`, so a key missing there is covered here.
+        if !self.file_bounds.may_hold(key) {
+            return match recent {
+                Some(bytes) => decode_entry(key, &bytes).map(Some),
+                None => Ok(None),
+            };
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(VERDICTS)?;
         // The file's entry first: it is the older one when both exist.
@@ -396,12 +414,7 @@ impl Journal {
             (None, Some(r)) => r.as_slice(),
             (None, None) => return Ok(None),
         };
-        match decode(bytes) {
-            Some(verdict) => Ok(Some(verdict)),
-            None => Err(JournalError::Db(format!(
-                "entry for {key} is corrupt (unknown format); it is ignored"
-            ))),
-        }
+        decode_entry(key, bytes).map(Some)
     }
 
     /// Number of verdicts recorded.
@@ -546,11 +559,22 @@ fn into_records(first_seq: u64, entries: impl Iterator<Item = WalEntry>) -> Vec<
     records
 }
 
+/// A journal entry's verdict, or the error naming the corrupt entry.
+fn decode_entry(key: CircuitKey, bytes: &[u8]) -> Result<Verdict, JournalError> {
+    decode(bytes).ok_or_else(|| {
+        JournalError::Db(format!(
+            "entry for {key} is corrupt (unknown format); it is ignored"
+        ))
+    })
+}
+
 /// The writer thread's state.
 struct Writer {
     db: Arc<Database>,
     kv: KvStore,
     bounds: Arc<Bounds>,
+    /// The redb file's bounds (raised here only without a log).
+    file_bounds: Arc<Bounds>,
     unsynced: Arc<Unsynced>,
     /// The log; `None` for an in-memory journal, which commits every batch to
     /// the (in-memory) database directly.
@@ -596,6 +620,7 @@ impl Checkpointer {
     fn start(
         db: Arc<Database>,
         unsynced: Arc<Unsynced>,
+        file_bounds: Arc<Bounds>,
         retention: Retention,
     ) -> Result<Checkpointer, JournalError> {
         let (jobs, rx) = mpsc::channel::<Checkpoint>();
@@ -623,8 +648,11 @@ impl Checkpointer {
                             }
                         }
                     }
+                    // In the file now: readers find them there. The bounds first
+                    // (see `Journal::get`: a key gone from `unsynced` must be
+                    // covered by them).
+                    file_bounds.raise(&job.verdicts);
                     {
-                        // In the file now: readers find them there.
                         let mut u = unsynced.lock();
                         for v in &job.verdicts {
                             u.remove(&(v.key.chan_id, v.key.htlc_id));
@@ -744,6 +772,7 @@ impl Writer {
             return match apply(txn, verdicts, &ops, 0) {
                 Ok(()) => {
                     self.kv.committed(flushed);
+                    self.file_bounds.raise(verdicts);
                     self.bounds.raise(verdicts);
                     Ok(())
                 }
@@ -1438,6 +1467,37 @@ mod tests {
         j.crash().await;
         let j = Journal::open(&path, Retention::default()).unwrap();
         assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
+    }
+
+    #[tokio::test]
+    async fn keys_above_the_file_s_bounds_are_read_from_the_log_then_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let verdict = |i: u64| {
+            if i.is_multiple_of(2) {
+                Verdict::Resume
+            } else {
+                Verdict::Fail(FailCode::TemporaryChannelFailure)
+            }
+        };
+        for i in 1..=5 {
+            j.record(k(i), &verdict(i), 0).await.unwrap();
+        }
+        j.checkpoint_now().await;
+        // 6..=10 only in the log, above the file's bound (5).
+        for i in 6..=10 {
+            j.record(k(i), &verdict(i), 0).await.unwrap();
+        }
+        for _ in 0..2 {
+            for i in 1..=10 {
+                assert_eq!(j.get(k(i)).unwrap(), Some(verdict(i)), "{i}");
+            }
+            assert_eq!(j.get(k(11)).unwrap(), None);
+            assert_eq!(j.get(k(0)).unwrap(), None);
+            // Then every one from the file.
+            j.checkpoint_now().await;
+        }
     }
 
     #[tokio::test]
