@@ -215,6 +215,42 @@ fn micros(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
+/// What `check` says about the plugin's `outcome`: whether it exports it and,
+/// if so, whether it listens (one sample event, a forward failed downstream for
+/// HTLC 0:0, is delivered to find out: the Rust SDK's default `Plugin::outcome`
+/// answers it with `ignore-outcomes`).
+fn outcome_line(plugin: &mut Plugin) -> String {
+    use crate::wasm::bindings::{CircuitKey, HtlcOutcome, OutcomeKind};
+    if !plugin.exports_outcome() {
+        return "not exported (optional; not told outcomes)".into();
+    }
+    let sample = HtlcOutcome {
+        incoming_circuit_key: CircuitKey {
+            chan_id: 0,
+            htlc_id: 0,
+        },
+        outgoing_circuit_key: None,
+        kind: OutcomeKind::ForwardFailed,
+        at_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    let (result, cost) = plugin.outcome(&sample);
+    match result {
+        Err(fault) => format!("exported, but a sample event (forward-failed) faulted: {fault}"),
+        Ok(()) if !plugin.wants_outcomes() => "exported but ignored: it called `ignore-outcomes` \
+             (the Rust SDK's default `Plugin::outcome` does), so htlcgate stops calling it; \
+             override `outcome` to hear how forwards end"
+            .into(),
+        Ok(()) => format!(
+            "exported and listening (told what happened to each forward; a sample event \
+             took {:.1} µs and {} fuel)",
+            cost.elapsed.as_secs_f64() * 1e6,
+            thousands(cost.fuel)
+        ),
+    }
+}
+
 fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -292,14 +328,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         "world: fits htlcgate:plugin@{} `decider` (linked, instantiated)",
         plugin.world_version()
     );
-    println!(
-        "outcome: {}",
-        if plugin.exports_outcome() {
-            "exported (told what happened to each forward)"
-        } else {
-            "not exported (optional; not told outcomes)"
-        }
-    );
+    println!("outcome: {}", outcome_line(&mut plugin));
     let shown: Vec<String> = args
         .config
         .iter()

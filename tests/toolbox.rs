@@ -147,6 +147,34 @@ fn componentize_turns_the_go_and_assemblyscript_core_modules_into_loadable_plugi
 }
 
 #[test]
+fn check_tells_a_plugin_that_ignores_outcomes_from_one_that_listens() {
+    let breaker_args: &[&str] = &[
+        "--grant",
+        "kv",
+        "--grant",
+        "node",
+        "--config",
+        "max_pending=2",
+    ];
+    for (plugin, extra, says) in [
+        // The SDK's default `Plugin::outcome`.
+        ("fee-floor", &[][..], "outcome: exported but ignored"),
+        (
+            "circuitbreaker",
+            breaker_args,
+            "outcome: exported and listening",
+        ),
+    ] {
+        let path = common::plugins_dir().join(format!("{plugin}.wasm"));
+        let mut args = vec!["check", path.to_str().unwrap(), "--repeat", "1"];
+        args.extend_from_slice(extra);
+        let out = htlcgate(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(says), "{plugin}: {}", text(&out));
+    }
+}
+
+#[test]
 fn check_shows_imports_exports_and_each_sample_verdict_with_its_fuel() {
     let plugin = common::plugins_dir().join("go-fee-floor.wasm");
     let out = htlcgate(&[
