@@ -293,7 +293,7 @@ impl Chain {
         self.shared.stages.iter().any(|s| s.wants_outcomes())
     }
 
-    /// Hands an outcome to every plugin that exports `outcome`, on its own thread
+    /// Hands an outcome to every plugin that wants outcomes, on its own thread
     /// after what is queued for it. Never blocks on a plugin. Returns how many
     /// older outcomes were dropped because a plugin's queue was full.
     pub fn outcome(&self, outcome: Arc<HtlcOutcome>) -> usize {
