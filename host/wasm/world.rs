@@ -394,6 +394,19 @@ mod tests {
         }
     }
 
+    /// A final, settled off-chain outcome for the same HTLC (no trap in `OUTCOME`).
+    fn settled() -> HtlcOutcome {
+        HtlcOutcome {
+            kind: crate::wasm::bindings::OutcomeKind::Final(
+                crate::wasm::bindings::FinalResolution {
+                    settled: true,
+                    offchain: true,
+                },
+            ),
+            ..forward_failed()
+        }
+    }
+
     #[test]
     fn the_version_and_the_optional_outcome_are_detected() {
         let sb = sandbox();
@@ -450,12 +463,7 @@ mod tests {
     fn an_outcome_fault_is_returned_restarts_the_instance_and_never_quarantines() {
         let sb = sandbox();
         let mut p = load(&sb, &component(V02_WIT, "decider", &core(5, OUTCOME)), &[]).unwrap();
-        let mut fine = forward_failed();
-        fine.kind =
-            crate::wasm::bindings::OutcomeKind::Final(crate::wasm::bindings::FinalResolution {
-                settled: true,
-                offchain: true,
-            });
+        let fine = settled();
         assert_eq!(p.outcome(&fine).0, Ok(()));
         assert_eq!(p.decide(&input()).0, Step::Hold(Duration::from_millis(1)));
         assert_eq!(p.decide(&input()).0, Step::Hold(Duration::from_millis(2)));
@@ -507,12 +515,7 @@ mod tests {
 
         // A plugin that never calls it keeps being told.
         let mut p = load(&sb, &component(V02_WIT, "decider", &core(5, OUTCOME)), &[]).unwrap();
-        let mut fine = forward_failed();
-        fine.kind =
-            crate::wasm::bindings::OutcomeKind::Final(crate::wasm::bindings::FinalResolution {
-                settled: true,
-                offchain: true,
-            });
+        let fine = settled();
         for _ in 0..3 {
             let (r, cost) = p.outcome(&fine);
             assert_eq!(r, Ok(()));

@@ -14,10 +14,26 @@ pub(crate) fn log(level: LogLevel, message: &str) {
     crate::bindings::log(level, message);
 }
 
-/// Writes a log line to stderr (host builds: unit tests).
+#[cfg(not(target_arch = "wasm32"))]
+std::thread_local! {
+    /// This thread's log lines go to stderr (host builds; see
+    /// [`crate::log::set_stderr`]).
+    static STDERR: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Writes a log line to stderr unless this thread turned that off (host builds:
+/// unit tests, benchmarks).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn log(level: LogLevel, message: &str) {
-    eprintln!("[plugin {level:?}] {message}");
+    if STDERR.with(std::cell::Cell::get) {
+        eprintln!("[plugin {level:?}] {message}");
+    }
+}
+
+/// Whether this thread's log lines go to stderr (host builds).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn set_stderr(on: bool) {
+    STDERR.with(|c| c.set(on));
 }
 
 /// The onion blob of the HTLC being decided, copied from the host.

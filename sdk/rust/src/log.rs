@@ -7,7 +7,8 @@
 //! [`error!`](crate::error) format like `format!` and skip the allocation when
 //! the message is a plain literal.
 //!
-//! Outside WebAssembly (unit tests on the host) lines go to stderr.
+//! Outside WebAssembly (unit tests on the host) lines go to stderr, unless the
+//! thread turned that off with [`set_stderr`].
 
 use std::fmt;
 
@@ -37,6 +38,15 @@ pub fn warn(message: &str) {
 /// Writes a line about something that failed.
 pub fn error(message: &str) {
     log(Level::Error, message);
+}
+
+/// Outside WebAssembly only: whether this thread's log lines go to stderr (on
+/// by default). A benchmark of a plugin's code compiled natively turns it off,
+/// as a daemon's level filter would, so that a debug line per call does not
+/// time a write to the terminal.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_stderr(on: bool) {
+    crate::imports::set_stderr(on);
 }
 
 /// Writes formatted arguments, without allocating when they are a bare literal.
