@@ -19,6 +19,9 @@ pub struct Run {
     pub elapsed: Duration,
     /// Latency of each HTLC, sorted, in microseconds.
     pub latencies_us: Vec<f64>,
+    /// (µs since the run's start when sent, latency in µs) of each HTLC, in the
+    /// order the answers came.
+    pub timeline_us: Vec<(f64, f64)>,
 }
 
 impl Run {
@@ -85,7 +88,7 @@ impl<'a> Driver<'a> {
                 .context("the mock LND stopped")?;
             let mut next_answer = Some(r);
             while let Some(r) = next_answer {
-                if let Some(t) = self.latency(&r, first, &sent_at)? {
+                if let Some(t) = self.latency(&r, first, &sent_at, start)? {
                     lat.push(t);
                     done += 1;
                     last = r.at;
@@ -120,7 +123,7 @@ impl<'a> Driver<'a> {
             tokio::select! {
                 r = self.answers.recv() => {
                     let r = r.context("the mock LND stopped")?;
-                    if let Some(t) = self.latency(&r, first, &sent_at)? {
+                    if let Some(t) = self.latency(&r, first, &sent_at, start)? {
                         lat.push(t);
                         done += 1;
                         last = r.at;
@@ -136,13 +139,15 @@ impl<'a> Driver<'a> {
         Ok(finish(lat, last - start))
     }
 
-    /// The latency of answer `r` in µs, if it answers one of this run's HTLCs.
+    /// When answer `r`'s HTLC was sent (µs after `start`) and its latency in µs, if it
+    /// answers one of this run's HTLCs.
     fn latency(
         &self,
         r: &Resolution,
         first: u64,
         sent_at: &[Option<Instant>],
-    ) -> anyhow::Result<Option<f64>> {
+        start: Instant,
+    ) -> anyhow::Result<Option<(f64, f64)>> {
         let (chan, id) = r.key;
         if chan != common::INCOMING_CHAN || id < first {
             return Ok(None);
@@ -156,15 +161,20 @@ impl<'a> Driver<'a> {
                 r.response.action
             );
         }
-        Ok(Some(r.at.duration_since(*sent).as_secs_f64() * 1e6))
+        Ok(Some((
+            sent.duration_since(start).as_secs_f64() * 1e6,
+            r.at.duration_since(*sent).as_secs_f64() * 1e6,
+        )))
     }
 }
 
-fn finish(mut lat: Vec<f64>, elapsed: Duration) -> Run {
+fn finish(timeline: Vec<(f64, f64)>, elapsed: Duration) -> Run {
+    let mut lat: Vec<f64> = timeline.iter().map(|t| t.1).collect();
     lat.sort_by(f64::total_cmp);
     Run {
         count: lat.len(),
         elapsed,
         latencies_us: lat,
+        timeline_us: timeline,
     }
 }
