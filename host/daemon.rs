@@ -189,7 +189,16 @@ pub async fn run_with(
         hup_rx,
         stop_rx.clone(),
     ));
-    crate::lnd::stream::run(endpoint, gate, stop_rx).await;
+    // On a runtime worker, not on `block_on`'s thread: the task that reads the
+    // stream then runs where the connection's I/O is polled, and the HTLC tasks it
+    // spawns start on that same worker, instead of each request crossing to the
+    // main thread and back (two thread wake-ups per HTLC).
+    let interceptor = tokio::spawn(crate::lnd::stream::run(endpoint, gate, stop_rx));
+    if let Err(e) = interceptor.await {
+        // The loop itself never panics by design; if it does, shutting down loudly
+        // beats running without an interceptor (LND forwards without one).
+        anyhow::bail!("the interceptor stream task ended abnormally: {e}");
+    }
     if let Some(a) = audit {
         let flushed = tokio::task::spawn_blocking(move || a.flush(Duration::from_secs(5)))
             .await
