@@ -108,6 +108,21 @@ pub struct Decision {
     pub elapsed: Duration,
 }
 
+/// Finishes a decision where the chain reaches it, instead of sending it to the
+/// waiting task: used by the gate so that a verdict goes on to the journal from
+/// the plugin's thread (one thread wake-up fewer per HTLC, two with the answer).
+///
+/// Exactly one side answers an HTLC: whoever sets `claim` first. The chain claims
+/// before calling `finish`; the gate's budget timer claims before sending its own
+/// verdict, so a late chain result is never sent (it goes to the reply channel,
+/// as without a `Direct`).
+pub struct Direct {
+    /// Set by the side that answers.
+    pub claim: Arc<AtomicBool>,
+    /// Called with a decision that has no hold, once `claim` was won.
+    pub finish: Box<dyn FnOnce(Decision) + Send>,
+}
+
 /// One HTLC on its way through the chain.
 struct Job {
     /// The HTLC.
@@ -120,6 +135,8 @@ struct Job {
     trace: Vec<Trace>,
     /// Where the decision goes.
     reply: oneshot::Sender<Decision>,
+    /// Where a decision without a hold goes instead, if the claim is won.
+    direct: Option<Direct>,
     /// The chain (kept alive while a job is in it).
     shared: Arc<Shared>,
 }
@@ -268,6 +285,18 @@ impl Chain {
     /// plugin: the plugins before it are not asked again). A stage past the end
     /// gives the default verdict.
     pub fn decide_at(&self, input: Arc<HtlcInput>, stage: usize) -> oneshot::Receiver<Decision> {
+        self.decide_direct(input, stage, None)
+    }
+
+    /// As [`Chain::decide_at`]; a decision without a hold goes to `direct` (on the
+    /// thread that reached it) if its claim is still free, and then the receiver
+    /// is closed without a value.
+    pub fn decide_direct(
+        &self,
+        input: Arc<HtlcInput>,
+        stage: usize,
+        direct: Option<Direct>,
+    ) -> oneshot::Receiver<Decision> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             input,
@@ -275,6 +304,7 @@ impl Chain {
             started: Instant::now(),
             trace: Vec::with_capacity(self.shared.stages.len()),
             reply,
+            direct,
             shared: self.shared.clone(),
         };
         match self.shared.stages.get(stage) {
@@ -326,6 +356,12 @@ fn finish(job: Job, verdict: Verdict, by: DecidedBy, hold: Option<HoldRequest>) 
         trace: job.trace,
         elapsed: job.started.elapsed(),
     };
+    if let Some(direct) = job.direct {
+        if decision.hold.is_none() && !direct.claim.swap(true, Ordering::AcqRel) {
+            (direct.finish)(decision);
+            return;
+        }
+    }
     // The receiver is gone when the chain's budget already answered: the late
     // result is discarded, never sent.
     let _ = job.reply.send(decision);

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
 use crate::audit::AuditLog;
-use crate::chain::{Chain, DecidedBy, Decision, HoldRequest};
+use crate::chain::{Chain, DecidedBy, Decision, Direct, HoldRequest};
 use crate::circuit::{CircuitKey, Scid};
 use crate::config::ChainConfig;
 use crate::health::Health;
@@ -512,8 +512,29 @@ impl Gate {
         let mut live = self.live();
         let mut stage = 0;
         let mut signal: Option<Arc<HoldSignal>> = None;
+        // Set by whoever answers this HTLC: the chain's thread (see `direct`) or
+        // this task (budget, hold expiry).
+        let claim = Arc::new(AtomicBool::new(false));
         let decision = loop {
-            let mut decision = self.decide_at(input.clone(), stage, &live).await;
+            // An HTLC never held is journaled and answered from the thread where
+            // the chain reaches its verdict (no wake-up of this task in between);
+            // a held one comes back here, which ends its hold first.
+            let direct = signal.is_none().then(|| {
+                let (gate, input, live) = (self.clone(), input.clone(), live.clone());
+                Direct {
+                    claim: claim.clone(),
+                    finish: Box::new(move |decision| {
+                        gate.journal_then_answer(input, decision, live, received)
+                    }),
+                }
+            });
+            let Some(mut decision) = self
+                .decide_at(input.clone(), stage, &live, direct, &claim)
+                .await
+            else {
+                // The chain's thread won the claim: it journals and answers.
+                return;
+            };
             let Some(hold) = decision.hold.take() else {
                 break decision;
             };
@@ -716,12 +737,26 @@ impl Gate {
     }
 
     /// Runs the chain from `stage` under the budget; returns the decision.
-    async fn decide_at(&self, input: Arc<HtlcInput>, stage: usize, live: &Arc<Live>) -> Decision {
+    /// Asks the chain from `stage` on, within the budget. `None`: the chain's
+    /// thread claimed the HTLC and answers it through `direct`.
+    async fn decide_at(
+        &self,
+        input: Arc<HtlcInput>,
+        stage: usize,
+        live: &Arc<Live>,
+        direct: Option<Direct>,
+        claim: &AtomicBool,
+    ) -> Option<Decision> {
         let started = Instant::now();
-        let mut rx = live.chain.decide_at(input.clone(), stage);
+        let mut rx = live.chain.decide_direct(input.clone(), stage, direct);
         let decision = match tokio::time::timeout(live.cfg.budget, &mut rx).await {
             Ok(Ok(d)) => d,
             outcome => {
+                if claim.swap(true, Ordering::AcqRel) {
+                    // The chain reached its verdict first and answers it: sending
+                    // the budget verdict as well would be a second answer.
+                    return None;
+                }
                 if outcome.is_err() {
                     if let Some(m) = self.metrics.clone() {
                         // The late result is never sent, but its faults and costs
@@ -755,7 +790,31 @@ impl Gate {
                 }
             }
         };
-        decision
+        Some(decision)
+    }
+
+    /// [`Gate::complete`] without a task: journals the decision, then (on the
+    /// journal's writer thread, right after the commit) sends it.
+    fn journal_then_answer(
+        self: Arc<Self>,
+        input: Arc<HtlcInput>,
+        decision: Decision,
+        live: Arc<Live>,
+        received: Instant,
+    ) {
+        let key = input.key;
+        let verdict = decision.verdict.clone();
+        let height = input.record.auto_fail_height;
+        let gate = self.clone();
+        self.journal
+            .record_then(key, &verdict, height, move |result| {
+                if let Err(e) = result {
+                    // As in `complete`: answering without the entry beats leaving
+                    // LND holding the HTLC.
+                    tracing::error!(circuit = %key, "{e}; sending the verdict without a journal entry");
+                }
+                gate.answer(input, decision, &live, received);
+            });
     }
 
     /// Journals a decision, then sends it if the current stream waits for the key;
@@ -778,6 +837,13 @@ impl Gate {
             // again). Logged loudly.
             tracing::error!(circuit = %key, "{e}; sending the verdict without a journal entry");
         }
+        self.answer(input, decision, live, received);
+    }
+
+    /// Sends a journaled decision if the current stream waits for the key; then
+    /// tells the metrics, the audit log and the observers.
+    fn answer(&self, input: Arc<HtlcInput>, decision: Decision, live: &Live, received: Instant) {
+        let key = input.key;
         let mut st = self.lock();
         st.inflight.remove(&key);
         if let Some(cur) = st.current.as_mut() {

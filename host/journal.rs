@@ -136,7 +136,27 @@ impl Default for Retention {
 struct Write {
     /// The verdict to record; `None` only asks for a commit (of plugin state).
     verdict: Option<VerdictWrite>,
-    done: oneshot::Sender<Result<(), String>>,
+    /// Told once the write is durable, or why it failed.
+    done: Done,
+}
+
+/// Who is told that a write is durable (or failed).
+enum Done {
+    /// A task awaiting [`Journal::record`] or [`Journal::sync`].
+    Wake(oneshot::Sender<Result<(), String>>),
+    /// [`Journal::record_then`]'s callback, run on the writer thread.
+    Call(Box<dyn FnOnce(Result<(), JournalError>) + Send>),
+}
+
+impl Done {
+    fn tell(self, result: Result<(), String>) {
+        match self {
+            Done::Wake(tx) => {
+                let _ = tx.send(result);
+            }
+            Done::Call(then) => then(result.map_err(JournalError::Db)),
+        }
+    }
 }
 
 /// What the writer thread is asked to do.
@@ -351,7 +371,7 @@ impl Journal {
         self.writes
             .send(Msg::Write(Write {
                 verdict: None,
-                done,
+                done: Done::Wake(done),
             }))
             .map_err(|_| JournalError::Stopped)?;
         rx.await
@@ -366,8 +386,43 @@ impl Journal {
         verdict: &Verdict,
         auto_fail_height: i32,
     ) -> Result<(), JournalError> {
-        let time = now_secs();
         let (done, rx) = oneshot::channel();
+        self.write(key, verdict, auto_fail_height, Done::Wake(done))
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await
+            .map_err(|_| JournalError::Stopped)?
+            .map_err(JournalError::Db)
+    }
+
+    /// Records a verdict durably, then calls `then` on the journal's writer thread
+    /// (or at once on this thread, with [`JournalError::Stopped`], when the journal
+    /// has stopped). No task is woken in between: the decision path's thread
+    /// hand-offs are what an HTLC waits for at low rates. `then` must be quick and
+    /// must not block (the next group commit waits for it).
+    pub fn record_then(
+        &self,
+        key: CircuitKey,
+        verdict: &Verdict,
+        auto_fail_height: i32,
+        then: impl FnOnce(Result<(), JournalError>) + Send + 'static,
+    ) {
+        if let Err(Done::Call(then)) =
+            self.write(key, verdict, auto_fail_height, Done::Call(Box::new(then)))
+        {
+            then(Err(JournalError::Stopped));
+        }
+    }
+
+    /// Sends one verdict write to the writer thread; gives `done` back if it has
+    /// stopped.
+    fn write(
+        &self,
+        key: CircuitKey,
+        verdict: &Verdict,
+        auto_fail_height: i32,
+        done: Done,
+    ) -> Result<(), Done> {
+        let time = now_secs();
         self.writes
             .send(Msg::Write(Write {
                 verdict: Some(VerdictWrite {
@@ -377,10 +432,11 @@ impl Journal {
                 }),
                 done,
             }))
-            .map_err(|_| JournalError::Stopped)?;
-        rx.await
-            .map_err(|_| JournalError::Stopped)?
-            .map_err(JournalError::Db)
+            .map_err(|mpsc::SendError(msg)| match msg {
+                Msg::Write(w) => w.done,
+                #[cfg(test)]
+                _ => unreachable!("only writes are sent here"),
+            })
     }
 
     /// The verdict recorded for `key`, if any. Sees every verdict whose
@@ -750,7 +806,7 @@ impl Writer {
                 );
             }
             for w in batch {
-                let _ = w.done.send(result.clone());
+                w.done.tell(result.clone());
             }
             self.maybe_checkpoint();
         }
@@ -1216,6 +1272,46 @@ mod tests {
 
     fn limits() -> crate::config::KvLimits {
         crate::config::KvLimits::default()
+    }
+
+    #[test]
+    fn record_then_calls_back_on_the_writer_thread_once_the_verdict_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = j.clone();
+        let log = wal::path_for(&path);
+        j.record_then(k(5), &Verdict::Settle([4; 32]), 0, move |result| {
+            let seen = reader.get(k(5)).unwrap();
+            let wal = std::fs::metadata(&log).map(|m| m.len());
+            let thread = std::thread::current().name().map(String::from);
+            tx.send((result.is_ok(), seen, wal.unwrap_or(0), thread))
+                .unwrap();
+        });
+        let (ok, seen, wal_len, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(ok);
+        // Readable (a replay is answered with it) and in the log before the call.
+        assert_eq!(seen, Some(Verdict::Settle([4; 32])));
+        assert!(wal_len > 0, "the log is empty when the callback runs");
+        assert_eq!(thread.as_deref(), Some("htlcgate-journal"));
+        assert!(rx.try_recv().is_err(), "called more than once");
+    }
+
+    #[tokio::test]
+    async fn record_then_on_a_stopped_journal_calls_back_at_once_with_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.redb"), Retention::default()).unwrap();
+        j.clone().crash().await;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let here = std::thread::current().id();
+        j.record_then(k(1), &Verdict::Resume, 0, move |result| {
+            let _ = tx.send((
+                matches!(result, Err(JournalError::Stopped)),
+                std::thread::current().id() == here,
+            ));
+        });
+        assert_eq!(rx.try_recv().unwrap(), (true, true));
     }
 
     #[tokio::test]

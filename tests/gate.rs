@@ -131,3 +131,62 @@ async fn a_decision_for_a_closed_stream_is_not_sent_anywhere() {
     assert!(rx1.try_recv().is_err());
     assert!(rx2.try_recv().is_err());
 }
+
+/// The chain's verdict (the slow plugin's `on_fault` fail after its 150 ms
+/// deadline) and the budget's (resume) fall due at nearly the same time, across a
+/// range of budgets (100-400 ms) on both sides of it, one gate (and plugin thread) per
+/// budget, all at once: whichever side claims an HTLC first decides it (one
+/// decision journaled, observed and answered), the other never does, whether the
+/// chain's thread or the gate's task gets there first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_finishing_as_its_budget_runs_out_is_decided_and_answered_once() {
+    use htlcgate::config::DefaultVerdict;
+    use htlcgate::gate::GateOptions;
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let mut gates = Vec::new();
+    for budget_ms in (100..=400).step_by(20) {
+        let chain = Chain::load(&sandbox, &[slow()], Verdict::Resume).unwrap();
+        let cfg = ChainConfig {
+            budget: Duration::from_millis(budget_ms),
+            on_budget: DefaultVerdict::Resume,
+            ..ChainConfig::default()
+        };
+        let (obs_tx, observed) = mpsc::unbounded_channel();
+        let gate = Gate::with_options(
+            chain,
+            cfg,
+            htlcgate::journal::Journal::in_memory(),
+            GateOptions {
+                observer: Some(obs_tx),
+                ..GateOptions::default()
+            },
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = gate.open_stream(tx);
+        gates.push((gate, s, rx, observed));
+    }
+    for (gate, s, _, _) in &gates {
+        gate.on_request(*s, forward(1, 1000, 2000));
+    }
+    for (_, _, rx, _) in &mut gates {
+        let answer = next(rx).await;
+        assert!(
+            matches!(
+                answer.action(),
+                ResolveHoldForwardAction::Fail | ResolveHoldForwardAction::Resume
+            ),
+            "{answer:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for (gate, _, rx, observed) in &mut gates {
+        nothing_more(rx);
+        assert_eq!(gate.in_flight(), 0);
+        let first = observed.try_recv().expect("the decision was observed");
+        assert!(
+            observed.try_recv().is_err(),
+            "a second decision for the key after {first:?}",
+            first = first.decision.by
+        );
+    }
+}
