@@ -4,7 +4,7 @@
 //! at full speed with at most 1,000 unanswered, and at a steady 1,000 HTLC/s.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -200,7 +200,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Every interceptor runs once per round, in turns, so that a burst of someone
 /// else's load lands on all of them; the table shows per-column medians over the
 /// rounds, and the throughput ratio is taken within each round.
-pub async fn run(work: &Path, sizes: Sizes) -> anyhow::Result<String> {
+pub async fn run(work: PathBuf, sizes: Sizes) -> anyhow::Result<String> {
+    let work = work.as_path();
     let mut rounds: Vec<Vec<Figures>> = Vec::new();
     for round in 0..sizes.e2e_rounds {
         eprintln!("load: e2e round {} of {}", round + 1, sizes.e2e_rounds);

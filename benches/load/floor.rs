@@ -30,7 +30,8 @@ pub fn main_role() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    // On a worker, as htlcgate runs its stream loop: not on block_on's thread.
+    rt.block_on(rt.spawn(async move {
         let mut client = connect(&ep).await.context("resume-all: connecting")?;
         let (tx, rx) = mpsc::channel::<ForwardHtlcInterceptResponse>(4096);
         let mut inbound = client
@@ -49,5 +50,5 @@ pub fn main_role() -> anyhow::Result<()> {
             }
         }
         anyhow::Ok(())
-    })
+    }))?
 }

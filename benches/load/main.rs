@@ -115,7 +115,9 @@ fn main() -> anyhow::Result<()> {
     for part in &parts {
         eprintln!("load: {part} ...");
         let section = match *part {
-            "e2e" => rt.block_on(e2e::run(&work, sizes))?,
+            // On a runtime worker, where the mock's connection tasks run too: from
+            // block_on's thread every request sent would first wake a worker.
+            "e2e" => rt.block_on(rt.spawn(e2e::run(work.clone(), sizes)))??,
             "memory" => rt.block_on(footprint::run(&work, sizes))?,
             "startup" => rt.block_on(startup::run(&work, sizes))?,
             "reload" => rt.block_on(reload::run(&work, sizes))?,
