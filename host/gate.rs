@@ -143,6 +143,9 @@ enum HoldEnd {
     Expired(&'static str),
     /// LND no longer holds the HTLC: send nothing.
     ResolvedByLnd,
+    /// The block height reached the HTLC's `auto_fail_height`: LND fails it itself
+    /// (perhaps already has): send nothing.
+    PastAutoFail,
 }
 
 /// Most keys remembered as resolved by LND itself (awaiting their final event).
@@ -556,6 +559,17 @@ impl Gate {
                     self.abandon(key);
                     return;
                 }
+                HoldEnd::PastAutoFail => {
+                    // LND announces a block before it fails what is due at it, so
+                    // an answer now could arrive after that failure and end the
+                    // stream ("forward does not exist"); unanswered, LND fails the
+                    // HTLC back itself, as it would without an interceptor: no
+                    // money moves either way.
+                    tracing::warn!(circuit = %key, plugin = &*hold.plugin, auto_fail_height = input.record.auto_fail_height, "held HTLC reached its auto_fail_height (hold_margin_blocks was skipped, e.g. several blocks at once): left to LND, which fails it back; no answer");
+                    self.end_hold(key);
+                    self.abandon(key);
+                    return;
+                }
             }
             // A reload meanwhile: the new chain is asked from its start (the
             // holder's position means nothing there).
@@ -570,6 +584,12 @@ impl Gate {
         };
         if signal.is_some() {
             self.end_hold(key);
+            if self.near_auto_fail(&input, 0) {
+                // As `HoldEnd::PastAutoFail`, reached while the chain decided again.
+                tracing::warn!(circuit = %key, auto_fail_height = input.record.auto_fail_height, "held HTLC reached its auto_fail_height while being decided again: left to LND, which fails it back; no answer");
+                self.abandon(key);
+                return;
+            }
         }
         self.complete(input, decision, &live, received).await;
     }
@@ -618,6 +638,9 @@ impl Gate {
         loop {
             if sig.resolved_by_lnd.load(Ordering::Acquire) {
                 return HoldEnd::ResolvedByLnd;
+            }
+            if self.near_auto_fail(input, 0) {
+                return HoldEnd::PastAutoFail;
             }
             if self.stopping.load(Ordering::Acquire) {
                 return HoldEnd::Expired("htlcgate is shutting down");

@@ -170,6 +170,43 @@ async fn a_held_htlc_that_lnd_fails_itself_is_never_answered() {
     h.shutdown().await;
 }
 
+/// LND announces a block before it fails the HTLCs due at it: if htlcgate sees a
+/// height at or past an HTLC's `auto_fail_height` first, answering then could come
+/// after LND's own failure ("forward does not exist" ends the stream). The hold is
+/// dropped unanswered instead; LND fails the HTLC itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_htlc_past_its_auto_fail_height_is_left_to_lnd() {
+    let mut h = start(
+        vec![holder("forever", u32::MAX, 20)],
+        ChainConfig::default(),
+        None,
+    )
+    .await;
+    h.wait_outcomes_on().await;
+    let mut req = forward(1, 1_000_000, 2_000);
+    req.auto_fail_height = (START_HEIGHT.max(h.mock.node().height()) + 100) as i32;
+    h.mock.send_htlc(req);
+    eventually("the HTLC held", || h.gate.held() == 1).await;
+    // The block only: LND has not failed the HTLC yet.
+    h.mock.node().mine(100);
+    eventually("the hold dropped", || {
+        h.gate.held() == 0 && h.gate.in_flight() == 0
+    })
+    .await;
+    assert!(
+        h.mock.resolutions().is_empty(),
+        "answered past auto_fail_height: {:?}",
+        h.mock.resolutions()
+    );
+    assert!(h.events.try_recv().is_err(), "no decision for it");
+    // Now LND fails it, and nothing htlcgate sent breaks a rule.
+    assert_eq!(h.mock.mine(0), vec![(1, 1)]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.mock.resolutions().is_empty());
+    h.assert_no_violation();
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_survives_a_reconnect_and_is_answered_once_on_the_new_stream() {
     let mut h = start(vec![holder("holder", 6, 100)], ChainConfig::default(), None).await;
