@@ -2,30 +2,24 @@
 //! wall-clock deadlines.
 //!
 //! Deadlines use epoch interruption: a ticker thread advances the engine's epoch every
-//! [`TICK`], and each call sets its deadline in ticks. Unlike a watchdog that kills
+//! [`TICK`] while a plugin call runs (`wasm/clock.rs`; it parks when none has run for
+//! a while), and each call sets its deadline in ticks. Unlike a watchdog that kills
 //! threads, this costs one load and compare at loop headers and function entries and
 //! cannot leave a store half-written: the guest traps at a safe point.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, OptLevel};
 
 use crate::wasm::cache::{CacheOutcome, CompileCache};
+use crate::wasm::clock::{CallMarker, EpochClock, PARKED_LOOK};
 
 use crate::config::SandboxConfig;
 use crate::kv::KvStore;
 use crate::lnd::node::NodeContext;
 
-/// One epoch tick: the granularity of every wall-clock deadline.
-pub const TICK: Duration = Duration::from_millis(1);
-
-/// Deadline in ticks for a wall-clock limit (at least one tick).
-pub fn ticks(limit: Duration) -> u64 {
-    (limit.as_micros() / TICK.as_micros()).max(1) as u64
-}
+pub use crate::wasm::clock::{ticks, TICK};
 
 /// The engine plus its epoch ticker; dropping the last clone stops the ticker.
 #[derive(Clone)]
@@ -40,16 +34,16 @@ pub struct Sandbox {
     /// (both answer none) unless set with [`Sandbox::with_node`].
     pub node: Option<NodeContext>,
     /// Keeps the ticker alive; the ticker stops when the last `Sandbox` is dropped.
-    _ticker: Arc<Ticker>,
+    ticker: Arc<Ticker>,
 }
 
 struct Ticker {
-    stop: Arc<AtomicBool>,
+    clock: Arc<EpochClock>,
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.clock.stop();
     }
 }
 
@@ -65,20 +59,7 @@ impl Sandbox {
             .max_wasm_stack(cfg.max_wasm_stack_kb * 1024)
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&config)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let weak = engine.weak();
-        let flag = stop.clone();
-        std::thread::Builder::new()
-            .name("htlcgate-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => return,
-                    }
-                }
-            })?;
+        let clock = EpochClock::start(&engine, PARKED_LOOK)?;
         let cache = match &cfg.cache_dir {
             Some(dir) => match CompileCache::new(dir, &engine) {
                 Ok(c) => Some(c),
@@ -94,7 +75,7 @@ impl Sandbox {
             cache,
             kv: KvStore::memory(),
             node: None,
-            _ticker: Arc::new(Ticker { stop }),
+            ticker: Arc::new(Ticker { clock }),
         })
     }
 
@@ -110,6 +91,17 @@ impl Sandbox {
     pub fn with_node(mut self, node: NodeContext) -> Sandbox {
         self.node = Some(node);
         self
+    }
+
+    /// A marker for one plugin's calls: the epoch advances (deadlines run) only
+    /// while some plugin's call is marked running.
+    pub fn call_marker(&self) -> CallMarker {
+        self.ticker.clock.marker()
+    }
+
+    /// The epoch ticker (tests and debugging: whether and how often it parked).
+    pub fn clock(&self) -> &EpochClock {
+        &self.ticker.clock
     }
 
     /// Compiles a component, through the cache when there is one.

@@ -3,6 +3,7 @@
 //! imports, and the ways a plugin can fault.
 pub mod bindings;
 pub mod cache;
+pub mod clock;
 pub mod engine;
 pub mod fault;
 pub mod grants;

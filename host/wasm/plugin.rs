@@ -18,6 +18,7 @@ use crate::config::PluginConfig;
 use crate::kv::Namespace;
 use crate::verdict::{self, Verdict};
 use crate::wasm::bindings::{HtlcOutcome, Resolution};
+use crate::wasm::clock::CallMarker;
 use crate::wasm::engine::{ticks, Sandbox};
 use crate::wasm::fault::PluginFault;
 use crate::wasm::grants;
@@ -164,6 +165,8 @@ pub struct Plugin {
     /// Its name, shared with log lines.
     pub name: Arc<str>,
     sandbox: Sandbox,
+    /// Marks this plugin's calls running, for the epoch ticker.
+    marker: CallMarker,
     pre: Pre,
     live: Option<Live>,
     /// The log rate limiter, shared by every instance this plugin gets.
@@ -279,6 +282,7 @@ impl Plugin {
             cfg,
             name,
             sandbox: sandbox.clone(),
+            marker: sandbox.call_marker(),
             pre,
             live: None,
             log,
@@ -293,8 +297,16 @@ impl Plugin {
         Ok(p)
     }
 
-    /// Instantiates and runs `init` under the init limits.
+    /// Instantiates and runs `init` under the init limits (the deadline runs: the
+    /// start is marked as a running call).
     fn start(&self) -> Result<Live, LoadError> {
+        self.marker.enter();
+        let started = self.instantiate_and_init();
+        self.marker.exit();
+        started
+    }
+
+    fn instantiate_and_init(&self) -> Result<Live, LoadError> {
         let fault = |fault| LoadError::InitFault {
             plugin: self.cfg.name.clone(),
             path: self.cfg.path.clone(),
@@ -468,7 +480,10 @@ impl Plugin {
         store.set_fuel(self.cfg.fuel).expect("fuel is enabled");
         store.set_epoch_deadline(ticks(self.cfg.timeout));
         store.data_mut().current = current;
+        // The deadline only runs while the ticker ticks: marked from before the call.
+        self.marker.enter();
         let r = f(&live.exports, store);
+        self.marker.exit();
         store.data_mut().current = None;
         if store.data().ignores_outcomes && !self.ignores_outcomes {
             self.ignores_outcomes = true;
