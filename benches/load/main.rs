@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo bench --bench load                   # everything, prints a Markdown table
-//! cargo bench --bench load -- e2e reload     # only these parts (e2e memory startup reload)
+//! cargo bench --bench load -- e2e reload     # only these parts (e2e memory startup reload idle)
 //! cargo bench --bench load -- --quick        # a short smoke run of every part
 //! ```
 //!
@@ -17,6 +17,7 @@ mod drive;
 mod e2e;
 mod floor;
 mod footprint;
+mod idle;
 mod memory;
 mod reload;
 mod startup;
@@ -27,7 +28,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 /// The parts, in the order they run.
-const PARTS: [&str; 4] = ["e2e", "memory", "startup", "reload"];
+const PARTS: [&str; 5] = ["e2e", "memory", "startup", "reload", "idle"];
 
 /// Run sizes: full, or a quick smoke run (`--quick`).
 #[derive(Clone, Copy, Debug)]
@@ -121,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             "memory" => rt.block_on(footprint::run(&work, sizes))?,
             "startup" => rt.block_on(startup::run(&work, sizes))?,
             "reload" => rt.block_on(reload::run(&work, sizes))?,
+            "idle" => rt.block_on(idle::run(&work, sizes))?,
             _ => unreachable!("checked above"),
         };
         out.push_str(&section);
