@@ -99,11 +99,6 @@ impl Sandbox {
         self.ticker.clock.marker()
     }
 
-    /// The epoch ticker (tests and debugging: whether and how often it parked).
-    pub fn clock(&self) -> &EpochClock {
-        &self.ticker.clock
-    }
-
     /// Compiles a component, through the cache when there is one.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
         match &self.cache {
