@@ -144,7 +144,7 @@ enum HoldEnd {
     /// LND no longer holds the HTLC: send nothing.
     ResolvedByLnd,
     /// The block height reached the HTLC's `auto_fail_height`: LND fails it itself
-    /// (perhaps already has): send nothing.
+    /// (perhaps already has); `run_htlc` sends nothing.
     PastAutoFail,
 }
 
@@ -559,17 +559,8 @@ impl Gate {
                     self.abandon(key);
                     return;
                 }
-                HoldEnd::PastAutoFail => {
-                    // LND announces a block before it fails what is due at it, so
-                    // an answer now could arrive after that failure and end the
-                    // stream ("forward does not exist"); unanswered, LND fails the
-                    // HTLC back itself, as it would without an interceptor: no
-                    // money moves either way.
-                    tracing::warn!(circuit = %key, plugin = &*hold.plugin, auto_fail_height = input.record.auto_fail_height, "held HTLC reached its auto_fail_height (hold_margin_blocks was skipped, e.g. several blocks at once): left to LND, which fails it back; no answer");
-                    self.end_hold(key);
-                    self.abandon(key);
-                    return;
-                }
+                // Left to LND below, with a hold that ended while re-deciding.
+                HoldEnd::PastAutoFail => break decision,
             }
             // A reload meanwhile: the new chain is asked from its start (the
             // holder's position means nothing there).
@@ -585,8 +576,12 @@ impl Gate {
         if signal.is_some() {
             self.end_hold(key);
             if self.near_auto_fail(&input, 0) {
-                // As `HoldEnd::PastAutoFail`, reached while the chain decided again.
-                tracing::warn!(circuit = %key, auto_fail_height = input.record.auto_fail_height, "held HTLC reached its auto_fail_height while being decided again: left to LND, which fails it back; no answer");
+                // LND announces a block before it fails what is due at it, so an
+                // answer now could arrive after that failure and end the stream
+                // ("forward does not exist"); unanswered, LND fails the HTLC back
+                // itself, as it would without an interceptor: no money moves
+                // either way. (Reached while held, or while the chain decided again.)
+                tracing::warn!(circuit = %key, auto_fail_height = input.record.auto_fail_height, "held HTLC reached its auto_fail_height (hold_margin_blocks was skipped, e.g. several blocks at once): left to LND, which fails it back; no answer");
                 self.abandon(key);
                 return;
             }
@@ -759,7 +754,6 @@ impl Gate {
         true
     }
 
-    /// Runs the chain from `stage` under the budget; returns the decision.
     /// Asks the chain from `stage` on, within the budget. `None`: the chain's
     /// thread claimed the HTLC and answers it through `direct`.
     async fn decide_at(

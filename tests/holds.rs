@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::live::{eventually, start, WAIT};
+use common::live::{eventually, start, Harness, WAIT};
 use common::{forward, plugin_with};
 use htlcgate::chain::DecidedBy;
 use htlcgate::config::{ChainConfig, DefaultVerdict, PluginConfig};
@@ -135,9 +135,11 @@ async fn a_hold_ends_hold_margin_blocks_before_auto_fail_height() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_htlc_that_lnd_fails_itself_is_never_answered() {
-    let mut h = start(
+/// HTLC 1:1 held by a plugin that holds forever, its `auto_fail_height` 100 blocks
+/// ahead (outside the margin: only a jump of many blocks at once reaches it), with
+/// LND's events on.
+async fn held_forever_100_blocks_before_auto_fail() -> Harness {
+    let h = start(
         vec![holder("forever", u32::MAX, 20)],
         ChainConfig::default(),
         None,
@@ -145,11 +147,15 @@ async fn a_held_htlc_that_lnd_fails_itself_is_never_answered() {
     .await;
     h.wait_outcomes_on().await;
     let mut req = forward(1, 1_000_000, 2_000);
-    // Already inside the margin would end the hold at once; instead LND's height
-    // jumps past auto_fail_height in one go (a reorg, or htlcgate not told).
     req.auto_fail_height = (START_HEIGHT.max(h.mock.node().height()) + 100) as i32;
     h.mock.send_htlc(req);
     eventually("the HTLC held", || h.gate.held() == 1).await;
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_htlc_that_lnd_fails_itself_is_never_answered() {
+    let mut h = held_forever_100_blocks_before_auto_fail().await;
     let failed = h.mock.mine(100);
     assert_eq!(failed, vec![(1, 1)]);
     assert_eq!(h.mock.lnd_outcomes()[0].action, LndAction::AutoFailed);
@@ -176,17 +182,7 @@ async fn a_held_htlc_that_lnd_fails_itself_is_never_answered() {
 /// dropped unanswered instead; LND fails the HTLC itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_htlc_past_its_auto_fail_height_is_left_to_lnd() {
-    let mut h = start(
-        vec![holder("forever", u32::MAX, 20)],
-        ChainConfig::default(),
-        None,
-    )
-    .await;
-    h.wait_outcomes_on().await;
-    let mut req = forward(1, 1_000_000, 2_000);
-    req.auto_fail_height = (START_HEIGHT.max(h.mock.node().height()) + 100) as i32;
-    h.mock.send_htlc(req);
-    eventually("the HTLC held", || h.gate.held() == 1).await;
+    let mut h = held_forever_100_blocks_before_auto_fail().await;
     // The block only: LND has not failed the HTLC yet.
     h.mock.node().mine(100);
     eventually("the hold dropped", || {

@@ -206,10 +206,15 @@ mod tests {
     use std::time::Instant;
     use wasmtime::{Config, Instance, Module, Store};
 
-    fn engine() -> Engine {
+    /// An engine with epochs, its ticker and one plugin's marker. The ticker looks
+    /// by itself only once an hour: every wake-up in these tests is a real one.
+    fn ticking() -> (Engine, Arc<EpochClock>, CallMarker) {
         let mut c = Config::new();
         c.epoch_interruption(true);
-        Engine::new(&c).unwrap()
+        let engine = Engine::new(&c).unwrap();
+        let clock = EpochClock::start(&engine, Duration::from_secs(3600)).unwrap();
+        let marker = clock.marker();
+        (engine, clock, marker)
     }
 
     /// Waits (up to 10 s) for the ticker to park.
@@ -226,10 +231,7 @@ mod tests {
 
     #[test]
     fn an_idle_ticker_parks_and_the_epoch_stands_still() {
-        let engine = engine();
-        // Looks by itself only once an hour: every wake-up below is a real one.
-        let clock = EpochClock::start(&engine, Duration::from_secs(3600)).unwrap();
-        let _marker = clock.marker();
+        let (_engine, clock, _marker) = ticking();
         until_parked(&clock);
         let parks = clock.parks();
         std::thread::sleep(Duration::from_millis(300));
@@ -239,9 +241,7 @@ mod tests {
 
     #[test]
     fn short_calls_a_few_milliseconds_apart_keep_the_ticker_awake() {
-        let engine = engine();
-        let clock = EpochClock::start(&engine, Duration::from_secs(3600)).unwrap();
-        let marker = clock.marker();
+        let (_engine, clock, marker) = ticking();
         until_parked(&clock);
         let before = clock.parks();
         // ~300 calls, each over long before the next tick, 2 ms apart: no tick
@@ -260,9 +260,7 @@ mod tests {
 
     #[test]
     fn a_looping_call_started_while_the_ticker_is_parked_is_interrupted() {
-        let engine = engine();
-        let clock = EpochClock::start(&engine, Duration::from_secs(3600)).unwrap();
-        let mut marker = clock.marker();
+        let (engine, clock, mut marker) = ticking();
         let module =
             Module::new(&engine, r#"(module (func (export "spin") (loop br 0)))"#).unwrap();
         for _ in 0..3 {
