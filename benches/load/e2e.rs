@@ -185,6 +185,23 @@ async fn measure(work: &Path, which: Which, sizes: Sizes) -> anyhow::Result<Figu
 /// python; the floor always runs), for quicker experiments. Unset: every row.
 const ROWS_VAR: &str = "HTLCGATE_BENCH_E2E_ROWS";
 
+/// The row names [`ROWS_VAR`] accepts.
+const ROWS: [&str; 4] = ["disk", "tmpfs", "events", "python"];
+
+/// Refuses a [`ROWS_VAR`] naming a row that does not exist (a typo would
+/// otherwise run the floor alone).
+fn check_rows() -> anyhow::Result<()> {
+    if let Ok(v) = std::env::var(ROWS_VAR) {
+        if let Some(bad) = v.split(',').map(str::trim).find(|r| !ROWS.contains(r)) {
+            anyhow::bail!(
+                "{ROWS_VAR}: no row `{bad}`; the rows are {} (comma-separated; unset for all)",
+                ROWS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Whether row `name` runs in this run (see [`ROWS_VAR`]).
 fn wanted(name: &str) -> bool {
     std::env::var(ROWS_VAR).map_or(true, |v| v.split(',').any(|r| r.trim() == name))
@@ -202,6 +219,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// rounds, and the throughput ratio is taken within each round.
 pub async fn run(work: PathBuf, sizes: Sizes) -> anyhow::Result<String> {
     let work = work.as_path();
+    check_rows()?;
     let mut rounds: Vec<Vec<Figures>> = Vec::new();
     for round in 0..sizes.e2e_rounds {
         eprintln!("load: e2e round {} of {}", round + 1, sizes.e2e_rounds);
