@@ -119,8 +119,19 @@ pub struct Decision {
 pub struct Direct {
     /// Set by the side that answers.
     pub claim: Arc<AtomicBool>,
-    /// Called with a decision that has no hold, once `claim` was won.
-    pub finish: Box<dyn FnOnce(Decision) + Send>,
+    /// Called with a decision that has no hold, once `claim` was won, and the
+    /// task waiting for the decision, to release once the answer is sent.
+    pub finish: Box<dyn FnOnce(Decision, Waiter) + Send>,
+}
+
+/// The task that waits for a decision the chain answers itself ([`Direct`]).
+/// Dropping this wakes it, and it ends (the claim is taken). Dropped right after
+/// the answer is queued, that wake-up shares the one the answer causes on the
+/// task's runtime: at low rates an HTLC then wakes a runtime thread once, not
+/// twice (once as the chain ends, again once the journal's commit is done).
+pub struct Waiter {
+    /// Its reply channel: closed when dropped, which wakes it.
+    _reply: oneshot::Sender<Decision>,
 }
 
 /// One HTLC on its way through the chain.
@@ -358,7 +369,7 @@ fn finish(job: Job, verdict: Verdict, by: DecidedBy, hold: Option<HoldRequest>) 
     };
     if let Some(direct) = job.direct {
         if decision.hold.is_none() && !direct.claim.swap(true, Ordering::AcqRel) {
-            (direct.finish)(decision);
+            (direct.finish)(decision, Waiter { _reply: job.reply });
             return;
         }
     }

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
 use crate::audit::AuditLog;
-use crate::chain::{Chain, DecidedBy, Decision, Direct, HoldRequest};
+use crate::chain::{Chain, DecidedBy, Decision, Direct, HoldRequest, Waiter};
 use crate::circuit::{CircuitKey, Scid};
 use crate::config::ChainConfig;
 use crate::health::Health;
@@ -526,8 +526,8 @@ impl Gate {
                 let (gate, input, live) = (self.clone(), input.clone(), live.clone());
                 Direct {
                     claim: claim.clone(),
-                    finish: Box::new(move |decision| {
-                        gate.journal_then_answer(input, decision, live, received)
+                    finish: Box::new(move |decision, waiter| {
+                        gate.journal_then_answer(input, decision, live, received, waiter)
                     }),
                 }
             });
@@ -818,6 +818,7 @@ impl Gate {
         decision: Decision,
         live: Arc<Live>,
         received: Instant,
+        waiter: Waiter,
     ) {
         let key = input.key;
         let verdict = decision.verdict.clone();
@@ -831,6 +832,8 @@ impl Gate {
                     tracing::error!(circuit = %key, "{e}; sending the verdict without a journal entry");
                 }
                 gate.answer(input, decision, &live, received);
+                // After the answer: the task's wake-up shares the answer's.
+                drop(waiter);
             });
     }
 

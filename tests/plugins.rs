@@ -311,3 +311,37 @@ fn a_chain_stops_handing_outcomes_to_plugins_that_ignore_them() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[test]
+fn a_chain_answering_an_htlc_itself_releases_the_waiting_task_only_once_told_to() {
+    use htlcgate::chain::{Chain, Direct};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    let chain = Chain::load(
+        &sandbox(),
+        &[plugin_with("max-htlc", &[("max_msat", "5000")])],
+        Verdict::Resume,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let claim = Arc::new(AtomicBool::new(false));
+    let (tx, finished) = std::sync::mpsc::channel();
+    let direct = Direct {
+        claim: claim.clone(),
+        finish: Box::new(move |decision, waiter| tx.send((decision, waiter)).unwrap()),
+    };
+    let mut waiting = chain.decide_direct(input(forward(1, 9_000, 8_000)), 0, Some(direct));
+    let (decision, waiter) = finished.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        decision.verdict,
+        Verdict::Fail(FailCode::TemporaryChannelFailure)
+    );
+    assert!(claim.load(Ordering::Acquire), "answered without the claim");
+    // The waiting task is not woken while the answer is on its way (its wake-up
+    // would be a second one for this HTLC)...
+    assert!(matches!(waiting.try_recv(), Err(TryRecvError::Empty)));
+    // ...and learns that the chain answered (no decision for it) once released.
+    drop(waiter);
+    assert!(matches!(waiting.try_recv(), Err(TryRecvError::Closed)));
+}
