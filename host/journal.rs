@@ -169,6 +169,13 @@ enum Msg {
     /// Stop at once without a checkpoint, as a crash would (tests).
     #[cfg(test)]
     Crash(oneshot::Sender<()>),
+    /// Act as if the checkpoint thread had died while idle: its job queue is
+    /// gone (tests).
+    #[cfg(test)]
+    LoseCheckpointer(oneshot::Sender<()>),
+    /// How long the writer would sleep now (tests).
+    #[cfg(test)]
+    Wait(oneshot::Sender<Duration>),
 }
 
 #[derive(Clone)]
@@ -537,6 +544,22 @@ impl Journal {
         rx.await.unwrap();
     }
 
+    /// Makes the writer lose its checkpoint thread, as if it had died idle.
+    #[cfg(test)]
+    async fn lose_checkpointer(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(Msg::LoseCheckpointer(tx)).unwrap();
+        rx.await.unwrap();
+    }
+
+    /// How long the writer sleeps next, after it checkpointed if that was due.
+    #[cfg(test)]
+    async fn writer_wait(&self) -> Duration {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(Msg::Wait(tx)).unwrap();
+        rx.await.unwrap()
+    }
+
     /// Prunes by age and count now (the writer also does it every minute).
     pub fn prune(&self, retention: Retention) -> Result<u64, JournalError> {
         prune(&self.db, retention, now_secs())
@@ -738,15 +761,7 @@ impl Checkpointer {
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
-            let wait = if self.busy {
-                // Poll for the running checkpoint's end (never spin on it).
-                CHECKPOINT_POLL
-            } else if self.has_pending() {
-                CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed())
-            } else {
-                KV_FLUSH_EVERY
-            };
-            let first = match rx.recv_timeout(wait) {
+            let first = match rx.recv_timeout(self.wait()) {
                 Ok(Msg::Write(w)) => w,
                 #[cfg(test)]
                 Ok(Msg::Checkpoint(done)) => {
@@ -764,6 +779,22 @@ impl Writer {
                     drop(self);
                     let _ = done.send(());
                     return;
+                }
+                #[cfg(test)]
+                Ok(Msg::Wait(done)) => {
+                    self.maybe_checkpoint();
+                    let _ = done.send(self.wait());
+                    continue;
+                }
+                #[cfg(test)]
+                Ok(Msg::LoseCheckpointer(done)) => {
+                    if let Some(c) = &mut self.checkpointer {
+                        let (jobs, dead) = mpsc::channel();
+                        drop(dead);
+                        c.jobs = jobs;
+                    }
+                    let _ = done.send(());
+                    continue;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if self.kv.has_dirty() {
@@ -809,6 +840,18 @@ impl Writer {
                 w.done.tell(result.clone());
             }
             self.maybe_checkpoint();
+        }
+    }
+
+    /// How long the thread may sleep before it has work of its own to do.
+    fn wait(&self) -> Duration {
+        if self.busy {
+            // Poll for the running checkpoint's end (never spin on it).
+            CHECKPOINT_POLL
+        } else if self.has_pending() {
+            CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed())
+        } else {
+            KV_FLUSH_EVERY
         }
     }
 
@@ -946,10 +989,12 @@ impl Writer {
 
     /// Rotates the log and hands its contents to the checkpoint thread.
     fn hand_off(&mut self) {
+        // First: without a checkpoint thread this returns at once, and the writer
+        // would otherwise be asked again at once, forever (a spinning thread).
+        self.last_checkpoint = Instant::now();
         let (Some(wal), Some(c)) = (&mut self.wal, &self.checkpointer) else {
             return;
         };
-        self.last_checkpoint = Instant::now();
         if wal.is_stuck() {
             // Reported when it happened; the log grows until a restart.
             return;
@@ -984,9 +1029,11 @@ impl Writer {
             Ok(()) => self.busy = true,
             Err(mpsc::SendError(job)) => {
                 // The checkpoint thread is gone (it panicked). The rotated log
-                // stays on disk (read at the next start; no further rotation
-                // replaces it) and its contents stay in memory.
+                // stays on disk (read at the next start) and its contents stay in
+                // memory. No rotation is tried again: one would find the rotated
+                // file, take it for a checkpointed one and delete it.
                 tracing::error!("the verdict journal's checkpoint thread is gone; the write-ahead log grows until htlcgate restarts");
+                self.checkpointer = None;
                 self.verdicts.splice(0..0, job.verdicts);
                 self.kv_ops.splice(0..0, job.kv_ops);
             }
@@ -1312,6 +1359,58 @@ mod tests {
             ));
         });
         assert_eq!(rx.try_recv().unwrap(), (true, true));
+    }
+
+    #[tokio::test]
+    async fn verdicts_survive_a_crash_after_the_checkpoint_thread_died() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        for h in 1..=10 {
+            j.record(k(h), &Verdict::Resume, 0).await.unwrap();
+        }
+        j.lose_checkpointer().await;
+        // Rotated into `.wal.old`, which the dead thread never takes.
+        j.checkpoint_now().await;
+        for h in 11..=20 {
+            j.record(k(h), &Verdict::Settle([h as u8; 32]), 0)
+                .await
+                .unwrap();
+        }
+        // The next checkpoints find `.wal.old` still there: it holds verdicts
+        // that are not in the file and must stay.
+        j.checkpoint_now().await;
+        j.checkpoint_now().await;
+        j.clone().crash().await;
+        drop(j);
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        for h in 1..=10 {
+            assert_eq!(j.get(k(h)).unwrap(), Some(Verdict::Resume), "htlc {h}");
+        }
+        for h in 11..=20 {
+            assert_eq!(
+                j.get(k(h)).unwrap(),
+                Some(Verdict::Settle([h as u8; 32])),
+                "htlc {h}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_without_a_checkpoint_thread_sleeps_between_checkpoint_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.redb"), Retention::default()).unwrap();
+        j.record(k(1), &Verdict::Resume, 0).await.unwrap();
+        j.lose_checkpointer().await;
+        j.checkpoint_now().await;
+        // A checkpoint is due again: it cannot run, and must not be retried at once.
+        std::thread::sleep(CHECKPOINT_EVERY + Duration::from_millis(100));
+        j.record(k(2), &Verdict::Resume, 0).await.unwrap();
+        let wait = j.writer_wait().await;
+        assert!(
+            wait >= CHECKPOINT_EVERY / 2,
+            "the writer would retry after {wait:?}: it spins"
+        );
     }
 
     #[tokio::test]
