@@ -515,6 +515,9 @@ impl Gate {
         let mut live = self.live();
         let mut stage = 0;
         let mut signal: Option<Arc<HoldSignal>> = None;
+        // The hold saw the height reach `auto_fail_height` (kept: the height can
+        // go down again in a reorg, and the answer must stay withheld).
+        let mut past_auto_fail = false;
         // Set by whoever answers this HTLC: the chain's thread (see `direct`) or
         // this task (budget, hold expiry).
         let claim = Arc::new(AtomicBool::new(false));
@@ -560,7 +563,10 @@ impl Gate {
                     return;
                 }
                 // Left to LND below, with a hold that ended while re-deciding.
-                HoldEnd::PastAutoFail => break decision,
+                HoldEnd::PastAutoFail => {
+                    past_auto_fail = true;
+                    break decision;
+                }
             }
             // A reload meanwhile: the new chain is asked from its start (the
             // holder's position means nothing there).
@@ -575,7 +581,7 @@ impl Gate {
         };
         if signal.is_some() {
             self.end_hold(key);
-            if self.near_auto_fail(&input, 0) {
+            if past_auto_fail || self.near_auto_fail(&input, 0) {
                 // LND announces a block before it fails what is due at it, so an
                 // answer now could arrive after that failure and end the stream
                 // ("forward does not exist"); unanswered, LND fails the HTLC back

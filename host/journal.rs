@@ -142,10 +142,11 @@ struct Write {
 
 /// Who is told that a write is durable (or failed).
 enum Done {
-    /// A task awaiting [`Journal::record`] or [`Journal::sync`].
+    /// A task awaiting [`Journal::record`] or [`Journal::sync`] (a dropped sender
+    /// tells it [`JournalError::Stopped`]).
     Wake(oneshot::Sender<Result<(), String>>),
     /// [`Journal::record_then`]'s callback, run on the writer thread.
-    Call(Box<dyn FnOnce(Result<(), JournalError>) + Send>),
+    Call(Then),
 }
 
 impl Done {
@@ -154,7 +155,36 @@ impl Done {
             Done::Wake(tx) => {
                 let _ = tx.send(result);
             }
-            Done::Call(then) => then(result.map_err(JournalError::Db)),
+            Done::Call(then) => then.call(result.map_err(JournalError::Db)),
+        }
+    }
+}
+
+/// A [`Journal::record_then`] callback, called exactly once: with the commit's
+/// result, or with [`JournalError::Stopped`] if it is dropped uncalled (the writer
+/// thread died with the write queued or in its batch). Behind each one an HTLC
+/// waits for its answer, which it must get either way.
+struct Then(Option<Callback>);
+
+/// What [`Then`] calls.
+type Callback = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+
+impl Then {
+    fn new(then: impl FnOnce(Result<(), JournalError>) + Send + 'static) -> Then {
+        Then(Some(Box::new(then)))
+    }
+
+    fn call(mut self, result: Result<(), JournalError>) {
+        if let Some(then) = self.0.take() {
+            then(result);
+        }
+    }
+}
+
+impl Drop for Then {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err(JournalError::Stopped));
         }
     }
 }
@@ -176,6 +206,9 @@ enum Msg {
     /// How long the writer would sleep now (tests).
     #[cfg(test)]
     Wait(oneshot::Sender<Duration>),
+    /// Panic once the receiver yields (tests: what a bug in the writer does).
+    #[cfg(test)]
+    Panic(std::sync::mpsc::Receiver<()>),
 }
 
 #[derive(Clone)]
@@ -405,7 +438,9 @@ impl Journal {
     /// (or at once on this thread, with [`JournalError::Stopped`], when the journal
     /// has stopped). No task is woken in between: the decision path's thread
     /// hand-offs are what an HTLC waits for at low rates. `then` must be quick and
-    /// must not block (the next group commit waits for it).
+    /// must not block (the next group commit waits for it). It is called exactly
+    /// once, even if the writer thread dies with the write queued (then with
+    /// [`JournalError::Stopped`]).
     pub fn record_then(
         &self,
         key: CircuitKey,
@@ -414,9 +449,9 @@ impl Journal {
         then: impl FnOnce(Result<(), JournalError>) + Send + 'static,
     ) {
         if let Err(Done::Call(then)) =
-            self.write(key, verdict, auto_fail_height, Done::Call(Box::new(then)))
+            self.write(key, verdict, auto_fail_height, Done::Call(Then::new(then)))
         {
-            then(Err(JournalError::Stopped));
+            then.call(Err(JournalError::Stopped));
         }
     }
 
@@ -779,6 +814,11 @@ impl Writer {
                     drop(self);
                     let _ = done.send(());
                     return;
+                }
+                #[cfg(test)]
+                Ok(Msg::Panic(go)) => {
+                    let _ = go.recv();
+                    panic!("test: the journal's writer thread panics");
                 }
                 #[cfg(test)]
                 Ok(Msg::Wait(done)) => {
@@ -1394,6 +1434,30 @@ mod tests {
                 "htlc {h}"
             );
         }
+    }
+
+    #[test]
+    fn record_then_calls_back_even_when_the_writer_thread_dies_with_the_write_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.redb"), Retention::default()).unwrap();
+        let (go, panic_when) = std::sync::mpsc::channel();
+        j.writes.send(Msg::Panic(panic_when)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for h in 0..20 {
+            let tx = tx.clone();
+            j.record_then(k(h), &Verdict::Resume, 0, move |result| {
+                tx.send((h, matches!(result, Err(JournalError::Stopped))))
+                    .unwrap();
+            });
+        }
+        drop(tx);
+        go.send(()).unwrap();
+        // Ends once every callback has run or is gone.
+        let mut told: Vec<(u64, bool)> = rx.iter().collect();
+        told.sort();
+        // Each HTLC behind a callback is still answered, once (the gate sends
+        // its verdict without a journal entry, as for a stopped journal).
+        assert_eq!(told, (0..20).map(|h| (h, true)).collect::<Vec<_>>());
     }
 
     #[tokio::test]
