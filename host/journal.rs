@@ -921,14 +921,19 @@ impl Writer {
                 }
             };
         };
-        let entries = verdicts
+        // Plugin state first: a group larger than one record is written as several,
+        // and a crash can tear the last; what is recovered then never has a
+        // verdict without the state written before it (state never behind a
+        // verdict; the verdicts of a torn group were not sent).
+        let entries = ops
             .iter()
-            .map(|v| WalEntry::Verdict {
+            .cloned()
+            .map(WalEntry::Kv)
+            .chain(verdicts.iter().map(|v| WalEntry::Verdict {
                 key: v.key,
                 time: v.time,
                 entry: v.entry.clone(),
-            })
-            .chain(ops.iter().cloned().map(WalEntry::Kv));
+            }));
         let records = into_records(self.next_seq, entries);
         let seq = self.next_seq + records.len() as u64 - 1;
         if let Err(e) = wal.append_all(&records) {
@@ -1475,6 +1480,54 @@ mod tests {
             wait >= CHECKPOINT_EVERY / 2,
             "the writer would retry after {wait:?}: it spins"
         );
+    }
+
+    /// A group commit larger than one log record is written as several; a crash
+    /// can leave the last of them torn. Whatever of it is recovered must never
+    /// hold a verdict without the plugin state written before it.
+    #[tokio::test]
+    async fn a_torn_multi_record_commit_never_recovers_a_verdict_without_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let big = crate::config::KvLimits {
+            max_value_bytes: 4 << 20,
+            ..limits()
+        };
+        // No checkpoint moves the log into the file before the crash (its size
+        // would start one at once); the rotated log stays on disk as it is.
+        j.lose_checkpointer().await;
+        let ns = j.kv().namespace("p").unwrap();
+        // 20 MiB of state, then the verdict that depends on it: one commit.
+        for i in 0..5u8 {
+            ns.set(&[i], &vec![i; 4 << 20], &big).unwrap();
+        }
+        j.record(k(1), &Verdict::Resume, 0).await.unwrap();
+        j.clone().crash().await;
+        drop((j, ns));
+        std::thread::sleep(Duration::from_millis(50));
+        // Tear the last record, as a crash during its write-back would.
+        let log = [wal::old_path(&wal::path_for(&path)), wal::path_for(&path)]
+            .into_iter()
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+            .expect("the commit is in a log");
+        let len = std::fs::metadata(&log).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        file.set_len(len - 16).unwrap();
+        drop(file);
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let fresh = KvStore::on(j.db.clone()).unwrap();
+        let ns = fresh.namespace("p").unwrap();
+        let state: Vec<bool> = (0..5u8)
+            .map(|i| ns.get(&[i], &big).unwrap().is_some())
+            .collect();
+        if j.get(k(1)).unwrap().is_some() {
+            assert_eq!(
+                state,
+                vec![true; 5],
+                "a verdict without the state it depended on"
+            );
+        }
     }
 
     #[tokio::test]
