@@ -859,8 +859,9 @@ impl Gate {
             .await
         {
             // LND is holding the HTLC: answering without the journal entry is
-            // better than not answering (a replay after a crash would be decided
-            // again). Logged loudly.
+            // better than not answering. The journal keeps the verdict for replays
+            // and writes it with its next commit; only a crash before that would
+            // let a replay be decided again. Logged loudly.
             tracing::error!(circuit = %key, "{e}; sending the verdict without a journal entry");
         }
         self.answer(input, decision, live, received);

@@ -209,6 +209,9 @@ enum Msg {
     /// Panic once the receiver yields (tests: what a bug in the writer does).
     #[cfg(test)]
     Panic(std::sync::mpsc::Receiver<()>),
+    /// Fail the log's next appends (tests: a full or failing disk).
+    #[cfg(test)]
+    FailAppends(u32, oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
@@ -384,6 +387,7 @@ impl Journal {
             last_checkpoint: Instant::now(),
             retention,
             last_prune: Instant::now(),
+            unwritten: Vec::new(),
         };
         std::thread::Builder::new()
             .name("htlcgate-journal".into())
@@ -587,6 +591,14 @@ impl Journal {
         rx.await.unwrap();
     }
 
+    /// Makes the log's next `n` appends fail.
+    #[cfg(test)]
+    async fn fail_appends(&self, n: u32) {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(Msg::FailAppends(n, tx)).unwrap();
+        rx.await.unwrap();
+    }
+
     /// How long the writer sleeps next, after it checkpointed if that was due.
     #[cfg(test)]
     async fn writer_wait(&self) -> Duration {
@@ -710,6 +722,9 @@ struct Writer {
     /// Pruning bounds (the checkpoint thread prunes; an in-memory journal here).
     retention: Retention,
     last_prune: Instant,
+    /// Verdicts whose commit failed (sent nonetheless): readable from `unsynced`,
+    /// written with the next commit.
+    unwritten: Vec<VerdictWrite>,
 }
 
 /// The checkpoint thread: moves a rotated log into the redb file.
@@ -816,6 +831,14 @@ impl Writer {
                     return;
                 }
                 #[cfg(test)]
+                Ok(Msg::FailAppends(n, done)) => {
+                    if let Some(wal) = &mut self.wal {
+                        wal.fail_appends = n;
+                    }
+                    let _ = done.send(());
+                    continue;
+                }
+                #[cfg(test)]
                 Ok(Msg::Panic(go)) => {
                     let _ = go.recv();
                     panic!("test: the journal's writer thread panics");
@@ -837,10 +860,10 @@ impl Writer {
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.kv.has_dirty() {
+                    if self.kv.has_dirty() || !self.unwritten.is_empty() {
                         if let Err(e) = self.make_durable(&[]) {
                             tracing::error!(
-                                "plugin state write failed: {e}; retrying with the next commit"
+                                "journal commit of plugin state or kept verdicts failed: {e}; retrying with the next commit"
                             );
                         }
                     }
@@ -873,7 +896,7 @@ impl Writer {
             let result = self.make_durable(&verdicts).map_err(|e| e.to_string());
             if let Err(e) = &result {
                 tracing::error!(
-                    "verdict journal write failed: {e}; these verdicts are sent but not durable"
+                    "verdict journal write failed: {e}; these verdicts are sent but not durable yet (kept in memory for replays, written with the next commit that succeeds)"
                 );
             }
             for w in batch {
@@ -896,12 +919,42 @@ impl Writer {
     }
 
     fn has_pending(&self) -> bool {
-        !self.verdicts.is_empty() || !self.kv_ops.is_empty()
+        !self.verdicts.is_empty() || !self.kv_ops.is_empty() || !self.unwritten.is_empty()
     }
 
     /// Makes `verdicts` and every dirty plugin key durable: one log record (or,
     /// without a log, one transaction). Before returning Ok, `get` sees them.
-    fn make_durable(&mut self, verdicts: &[VerdictWrite]) -> Result<(), JournalError> {
+    ///
+    /// Verdicts whose commit failed are still sent (LND holds their HTLCs), so
+    /// they are kept: readable at once (a replay gets them) and written with the
+    /// next commit.
+    fn make_durable(&mut self, fresh: &[VerdictWrite]) -> Result<(), JournalError> {
+        let retried = std::mem::take(&mut self.unwritten);
+        let merged: Vec<VerdictWrite>;
+        let verdicts = if retried.is_empty() {
+            fresh
+        } else {
+            merged = retried.into_iter().chain(fresh.iter().cloned()).collect();
+            &merged[..]
+        };
+        let result = self.commit(verdicts);
+        if result.is_err() && !verdicts.is_empty() {
+            {
+                let mut unsynced = self.unsynced.lock();
+                for v in verdicts {
+                    unsynced
+                        .entry((v.key.chan_id, v.key.htlc_id))
+                        .or_insert_with(|| v.entry.clone());
+                }
+            }
+            self.bounds.raise(verdicts);
+            self.unwritten = verdicts.to_vec();
+        }
+        result
+    }
+
+    /// One commit of `verdicts` and the dirty plugin state (see `make_durable`).
+    fn commit(&mut self, verdicts: &[VerdictWrite]) -> Result<(), JournalError> {
         let (ops, flushed) = self.kv.take_dirty();
         if verdicts.is_empty() && ops.is_empty() {
             return Ok(());
@@ -1463,6 +1516,27 @@ mod tests {
         // Each HTLC behind a callback is still answered, once (the gate sends
         // its verdict without a journal entry, as for a stopped journal).
         assert_eq!(told, (0..20).map(|h| (h, true)).collect::<Vec<_>>());
+    }
+
+    /// A verdict whose commit failed is still sent (LND holds the HTLC): it must
+    /// then be the verdict a replay gets, and become durable once the disk works.
+    #[tokio::test]
+    async fn a_verdict_whose_commit_failed_is_kept_for_replays_and_written_with_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        j.fail_appends(1).await;
+        let failed = j.record(k(1), &Verdict::Settle([7; 32]), 0).await;
+        assert!(matches!(failed, Err(JournalError::Db(_))), "{failed:?}");
+        assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Settle([7; 32])));
+        // The disk works again: the next commit writes it too.
+        j.record(k(2), &Verdict::Resume, 0).await.unwrap();
+        j.clone().crash().await;
+        drop(j);
+        std::thread::sleep(Duration::from_millis(50));
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Settle([7; 32])));
+        assert_eq!(j.get(k(2)).unwrap(), Some(Verdict::Resume));
     }
 
     #[tokio::test]

@@ -68,6 +68,9 @@ pub struct Wal {
     /// A rotation failed halfway and could not be undone: this log's file is now
     /// named `<path>.old` (appends still go to it). Never delete that file.
     stuck: bool,
+    /// Appends still to fail, as a full or failing disk would (tests).
+    #[cfg(test)]
+    pub fail_appends: u32,
 }
 
 /// The log's path for a journal at `journal`: beside it, `.wal` appended.
@@ -131,6 +134,8 @@ impl Wal {
                 path: path.to_path_buf(),
                 len: valid,
                 stuck: false,
+                #[cfg(test)]
+                fail_appends: 0,
             },
             records,
             ignored,
@@ -187,6 +192,11 @@ impl Wal {
 
     fn write_at_end(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
+        #[cfg(test)]
+        if self.fail_appends > 0 {
+            self.fail_appends -= 1;
+            return Err(std::io::Error::other("test: the disk is full"));
+        }
         self.file.write_all_at(bytes, self.len)?;
         self.file.sync_data()
     }
