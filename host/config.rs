@@ -339,6 +339,26 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// The plugin files a config file names, resolved as [`Config::load`] does,
+    /// without validating anything else or requiring the files to exist (for the
+    /// reload watcher, after a refused reload).
+    pub fn plugin_paths(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        let base = config_dir(path);
+        Ok(raw
+            .plugins
+            .iter()
+            .map(|p| resolve_plugin_path(base, &p.path))
+            .collect())
+    }
+
     /// Validates config text as if read from `path` (plugin paths are resolved
     /// against its directory).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -418,10 +438,7 @@ impl Config {
                 format!("{stack} is out of range; use 64..=8192"),
             ));
         }
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let base = config_dir(path);
         if let Some(listen) = &raw.metrics.listen {
             check_listen(listen).map_err(|m| invalid("metrics.listen".into(), m))?;
         }
@@ -491,12 +508,7 @@ impl Config {
                     ),
                 ));
             }
-            let resolved = expand_home(&p.path);
-            let resolved = if resolved.is_absolute() {
-                resolved
-            } else {
-                base.join(resolved)
-            };
+            let resolved = resolve_plugin_path(base, &p.path);
             if !resolved.is_file() {
                 return Err(invalid(
                     key("path"),
@@ -764,6 +776,24 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Expands a leading `~/` to `$HOME/`.
+/// The directory relative plugin paths of the config at `path` start from.
+fn config_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// A plugin's `path` as written in the config at `base`: `~` expanded, relative
+/// paths taken from the config's directory.
+fn resolve_plugin_path(base: &Path, path: &Path) -> PathBuf {
+    let resolved = expand_home(path);
+    if resolved.is_absolute() {
+        resolved
+    } else {
+        base.join(resolved)
+    }
+}
+
 pub fn expand_home(p: &Path) -> PathBuf {
     match p.strip_prefix("~") {
         Ok(rest) => match std::env::var_os("HOME") {

@@ -5,7 +5,9 @@
 //! debounced: a reload starts only once the files have been quiet for
 //! [`DEBOUNCE`]. The new chain is fully compiled, instantiated and `init`ed before
 //! the swap; a file caught half-written fails to load, the running chain keeps
-//! deciding, the error names the file and the reason, and the next change retries.
+//! deciding, the error names the file and the reason, and the next change retries
+//! (to the files the refused config names: a plugin added to the config before
+//! its file is copied in loads when the file arrives).
 //! HTLCs whose decision started on the old chain finish there; new ones use the new
 //! chain ([`Gate::swap`]).
 //!
@@ -110,28 +112,29 @@ fn norm(p: &Path) -> PathBuf {
     }
 }
 
-/// The directories to watch for `cfg`.
-fn watched_dirs(cfg: &Config) -> BTreeSet<PathBuf> {
-    std::iter::once(&cfg.source)
-        .chain(cfg.plugins.iter().map(|p| &p.path))
-        .map(|p| dir_of(p))
+/// The config file and the plugin files of `cfg`: what a reload depends on.
+fn sources(cfg: &Config) -> Vec<&Path> {
+    std::iter::once(cfg.source.as_path())
+        .chain(cfg.plugins.iter().map(|p| p.path.as_path()))
         .collect()
 }
 
+/// The directories to watch for `sources`.
+fn watched_dirs(sources: &[&Path]) -> BTreeSet<PathBuf> {
+    sources.iter().map(|p| dir_of(p)).collect()
+}
+
 /// The files whose change triggers a reload.
-fn watched_files(cfg: &Config) -> BTreeSet<PathBuf> {
-    std::iter::once(&cfg.source)
-        .chain(cfg.plugins.iter().map(|p| &p.path))
-        .map(|p| norm(p))
-        .collect()
+fn watched_files(sources: &[&Path]) -> BTreeSet<PathBuf> {
+    sources.iter().map(|p| norm(p)).collect()
 }
 
 /// The file names of [`watched_files`]: the watcher's own thread drops every
 /// event of another name, so that the other files in the watched directories
 /// (the journal's write-ahead log beside the config is written for every HTLC)
 /// wake no task and resolve no path.
-fn watched_names(cfg: &Config) -> BTreeSet<OsString> {
-    watched_files(cfg)
+fn watched_names(files: &BTreeSet<PathBuf>) -> BTreeSet<OsString> {
+    files
         .iter()
         .filter_map(|p| p.file_name().map(OsString::from))
         .collect()
@@ -152,7 +155,8 @@ pub async fn watch_and_reload(
     mut stop: watch::Receiver<bool>,
 ) {
     let (tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
-    let names = Arc::new(RwLock::new(watched_names(&cfg)));
+    let mut files = watched_files(&sources(&cfg));
+    let names = Arc::new(RwLock::new(watched_names(&files)));
     let names_seen = names.clone();
     let mut watcher = match RecommendedWatcher::new(
         move |res: notify::Result<notify::Event>| {
@@ -175,8 +179,7 @@ pub async fn watch_and_reload(
         }
     };
     let mut dirs = BTreeSet::new();
-    let mut files = watched_files(&cfg);
-    rewatch(&mut watcher, &mut dirs, watched_dirs(&cfg));
+    rewatch(&mut watcher, &mut dirs, watched_dirs(&sources(&cfg)));
     loop {
         let mut due = false;
         tokio::select! {
@@ -212,13 +215,23 @@ pub async fn watch_and_reload(
         match reload_now(&cfg.source.clone(), &sandbox, &gate, &cfg).await {
             Ok(new) => {
                 cfg = new;
-                files = watched_files(&cfg);
-                *names.write().unwrap_or_else(|p| p.into_inner()) = watched_names(&cfg);
-                rewatch(&mut watcher, &mut dirs, watched_dirs(&cfg));
+                files = watched_files(&sources(&cfg));
+                *names.write().unwrap_or_else(|p| p.into_inner()) = watched_names(&files);
+                rewatch(&mut watcher, &mut dirs, watched_dirs(&sources(&cfg)));
             }
             Err(e) => {
                 // The running chain keeps deciding; the next change retries.
                 tracing::error!("reload refused, the running chain keeps deciding: {e}");
+                // The next change may be to a file only the refused config names
+                // (a plugin added before its file was copied in): watch those.
+                if let Ok(plugins) = Config::plugin_paths(&cfg.source) {
+                    let tried: Vec<&Path> = std::iter::once(cfg.source.as_path())
+                        .chain(plugins.iter().map(PathBuf::as_path))
+                        .collect();
+                    files = watched_files(&tried);
+                    *names.write().unwrap_or_else(|p| p.into_inner()) = watched_names(&files);
+                    rewatch(&mut watcher, &mut dirs, watched_dirs(&tried));
+                }
             }
         }
     }

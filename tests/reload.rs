@@ -207,3 +207,35 @@ async fn one_change_is_one_reload_and_busy_neighbours_do_not_delay_it() {
     busy.abort();
     let _ = s.stop.send(true);
 }
+
+/// An operator adds a plugin to the config before its file is in place (in a
+/// directory not watched yet): the reload is refused; once the file is there,
+/// it loads, without touching the config again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_named_in_the_config_before_its_file_exists_loads_once_the_file_arrives() {
+    let s = setup("trap").await;
+    let mut id = 0;
+    assert_eq!(decide(&s.mock, id, 3).await, vec![A::Fail; 3]);
+    id += 3;
+    let later_dir = s.config.with_file_name("later");
+    std::fs::create_dir(&later_dir).unwrap();
+    let later = later_dir.join("p.wasm");
+    std::fs::write(&s.config, config_text(&later, 50)).unwrap();
+    tokio::time::sleep(htlcgate::reload::DEBOUNCE * 3).await;
+    assert_eq!(
+        s.gate.swaps(),
+        0,
+        "a chain without its plugin file was swapped in"
+    );
+    assert_eq!(
+        decide(&s.mock, id, 3).await,
+        vec![A::Fail; 3],
+        "old chain decides"
+    );
+    id += 3;
+    std::fs::write(&later, version("onion-size")).unwrap();
+    until_verdict(&s.mock, &mut id, A::Resume).await;
+    assert_eq!(s.gate.swaps(), 1);
+    assert!(s.mock.violations().is_empty());
+    let _ = s.stop.send(true);
+}
