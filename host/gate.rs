@@ -172,6 +172,9 @@ pub struct Gate {
     live: RwLock<Arc<Live>>,
     /// Number of chains swapped in since start.
     swaps: std::sync::atomic::AtomicU64,
+    /// The longest chain budget swapped in since start, in ms: an HTLC still
+    /// deciding on an older chain ends within it.
+    longest_budget_ms: std::sync::atomic::AtomicU64,
     journal: Journal,
     state: Mutex<State>,
     /// Woken whenever an answer is sent (for draining on shutdown).
@@ -231,7 +234,9 @@ impl Gate {
                 HashSet::new()
             }
         };
+        let longest_budget_ms = std::sync::atomic::AtomicU64::new(cfg.budget.as_millis() as u64);
         Arc::new(Gate {
+            longest_budget_ms,
             live: RwLock::new(Arc::new(Live {
                 chain,
                 cfg,
@@ -262,6 +267,12 @@ impl Gate {
         self.live().cfg.budget
     }
 
+    /// The longest budget of any chain swapped in since start: every decision
+    /// running now (some may still be on an older chain) ends within it.
+    pub fn longest_budget(&self) -> Duration {
+        Duration::from_millis(self.longest_budget_ms.load(Ordering::Relaxed))
+    }
+
     /// The chain and settings new HTLCs go to.
     pub fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -276,6 +287,8 @@ impl Gate {
             let old = self.live();
             Arc::new(m.chain(chain.names(), old.metrics.as_deref()))
         });
+        self.longest_budget_ms
+            .fetch_max(cfg.budget.as_millis() as u64, Ordering::Relaxed);
         let live = Arc::new(Live {
             chain,
             cfg,

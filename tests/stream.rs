@@ -382,3 +382,43 @@ async fn shutdown_answers_the_htlcs_in_flight_then_closes_the_stream() {
     assert_eq!(mock.held_count(), 0);
     assert!(mock.violations().is_empty());
 }
+
+/// A reload that shortened the budget does not shorten the shutdown drain for a
+/// decision still running on the older chain, under its longer budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_decision_on_an_older_chain_with_a_longer_budget() {
+    let mut slow = plugin("spin-forever");
+    slow.fuel = u64::MAX / 2;
+    slow.timeout = Duration::from_millis(1500);
+    slow.on_fault = OnFault::Fail;
+    let long = ChainConfig {
+        budget: Duration::from_secs(3),
+        ..ChainConfig::default()
+    };
+    let h = start(vec![slow], long, true).await;
+    h.mock.send_htlc(forward(1, 1000, 2000));
+    for _ in 0..500 {
+        if h.gate.in_flight() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(h.gate.in_flight(), 1);
+    // Reloaded: new HTLCs get a chain with a 100 ms budget.
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let empty = Chain::load(&sandbox, &[], Verdict::Resume).unwrap();
+    let short = ChainConfig {
+        budget: Duration::from_millis(100),
+        ..ChainConfig::default()
+    };
+    h.gate.swap(empty, short);
+    let mock = h.shutdown().await;
+    // Decided at ~1.5 s (the plugin's deadline, on_fault fail), within the old
+    // chain's 3 s budget: answered before the stream closed.
+    assert_eq!(
+        mock.resolution_count(),
+        1,
+        "the decision on the older chain was cut off"
+    );
+    assert!(mock.violations().is_empty());
+}

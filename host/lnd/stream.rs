@@ -179,6 +179,7 @@ fn on_stream_error(gate: &Gate, status: &tonic::Status, closed: &ClosedStream) {
 }
 
 fn gate_drain_limit(gate: &Gate) -> Duration {
-    // Every decision ends within the chain budget; a little slack for the send.
-    gate.budget() + Duration::from_millis(500)
+    // Every decision ends within its chain's budget (the longest since start: a
+    // reload may have shortened it while older decisions run); slack for the send.
+    gate.longest_budget() + Duration::from_millis(500)
 }
