@@ -107,6 +107,7 @@ impl Wal {
         match std::fs::read(old_path(path)) {
             Ok(bytes) => {
                 let (old, valid) = parse(&bytes);
+                refuse_hole(&old_path(path), &bytes, valid, &old)?;
                 records.extend(old);
                 ignored += bytes.len() as u64 - valid;
             }
@@ -126,6 +127,7 @@ impl Wal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (own, valid) = parse(&bytes);
+        refuse_hole(path, &bytes, valid, &own)?;
         records.extend(own);
         ignored += bytes.len() as u64 - valid;
         Ok((
@@ -319,6 +321,45 @@ fn put_bytes(p: &mut Vec<u8>, b: &[u8]) {
     p.extend_from_slice(b);
 }
 
+/// Refuses a log whose unreadable part (from byte `valid` on) is followed by a
+/// whole record numbered after the readable ones: that is damage in the middle,
+/// not a torn tail, and the records after it were fsync'd and their verdicts
+/// sent. Dropping them (as a torn tail is) could give a replayed HTLC a new
+/// verdict, so the operator decides.
+fn refuse_hole(path: &Path, bytes: &[u8], valid: u64, read: &[WalRecord]) -> std::io::Result<()> {
+    let last = read.last().map_or(0, |r| r.seq);
+    let Some((at, seq)) = record_after(bytes, valid as usize, last) else {
+        return Ok(());
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{} is damaged at byte {valid}, and a whole record (record {seq}, at byte {at}) follows the damage: not a torn end but a hole: the records after it were written later, and their verdicts may have been sent. Refusing to drop them. Keep a copy of the file; then restore it from a backup, or move it aside to start without it (HTLCs it holds verdicts for are decided again if LND replays them)",
+            path.display()
+        ),
+    ))
+}
+
+/// The first whole record (offset, number) in `bytes` after byte `from` that is
+/// numbered after `last` (a record's number comes first in its payload: cheap
+/// to check before its checksum).
+fn record_after(bytes: &[u8], from: usize, last: u64) -> Option<(usize, u64)> {
+    (from + 1..bytes.len().saturating_sub(8 + 8)).find_map(|at| {
+        let header = &bytes[at..at + 8];
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        if !(12..=MAX_PAYLOAD).contains(&len) {
+            return None;
+        }
+        let payload = bytes.get(at + 8..at + 8 + len as usize)?;
+        let seq = u64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
+        if seq <= last || seq > last.saturating_add(1 << 32) {
+            return None;
+        }
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        (crc32fast::hash(payload) == crc && decode_payload(payload).is_some()).then_some((at, seq))
+    })
+}
+
 /// The records at the start of `bytes` and how many bytes they take.
 pub fn parse(bytes: &[u8]) -> (Vec<WalRecord>, u64) {
     let mut records = Vec::new();
@@ -499,6 +540,32 @@ mod tests {
         let mut huge = a.clone();
         huge[3] = 0xff;
         assert_eq!(parse(&huge), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn damage_followed_by_valid_records_refuses_to_open_naming_the_place_and_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.wal");
+        let a = encode(&record(1));
+        let mut bytes = [a.clone(), encode(&record(2)), encode(&record(3))].concat();
+        // Not a torn tail: record 3 was written (and fsync'd, and its verdicts
+        // sent) after the damaged record 2.
+        bytes[a.len() + 20] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(&path).err().expect("opened a log with a hole");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        let msg = err.to_string();
+        for part in [&format!("byte {}", a.len()), "record 3", "move it aside"] {
+            assert!(msg.contains(part), "{part:?} not in: {msg}");
+        }
+        // Untouched: the operator decides.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // A tail of zeros (a preallocated or torn write-back) is still a torn tail.
+        let zeros = [a.clone(), vec![0; 4096]].concat();
+        std::fs::write(&path, &zeros).unwrap();
+        let (_, recs, ignored) = Wal::open(&path).unwrap();
+        assert_eq!(recs, vec![record(1)]);
+        assert_eq!(ignored, 4096);
     }
 
     #[test]
