@@ -119,6 +119,12 @@ pub async fn run_with(
     let journal = Journal::open(&cfg.journal.path, cfg.journal.retention)?;
     tracing::info!(path = %cfg.journal.path.display(), entries = journal.len().unwrap_or(0), "verdict journal open");
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Turned on once the interceptor stream is closed, after the shutdown drain:
+    // HTLC events must keep coming while htlcgate answers what it decides (an HTLC
+    // LND fails itself meanwhile must not be answered: that would end the stream
+    // and lose the answers queued after it), and plugins deciding meanwhile still
+    // see the node context.
+    let (closed_tx, closed_rx) = watch::channel(false);
     // The node context (channels, block height) fills in the background while the
     // chain compiles; plugin calls never wait for it. A permission the macaroon
     // lacks turns off only its feature, logged once (README, Macaroon
@@ -128,7 +134,7 @@ pub async fn run_with(
         endpoint.clone(),
         NodeOptions::default(),
         features.clone(),
-        stop_rx.clone(),
+        closed_rx.clone(),
     );
     let sandbox = Sandbox::new(&cfg.sandbox)
         .context("starting the wasm engine")?
@@ -163,7 +169,7 @@ pub async fn run_with(
             node: Some(node),
         },
     );
-    deliver_outcomes(endpoint.clone(), features, gate.clone(), stop_rx.clone());
+    deliver_outcomes(endpoint.clone(), features, gate.clone(), closed_rx);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: taking no new HTLCs, answering those in flight");
@@ -199,6 +205,7 @@ pub async fn run_with(
         // beats running without an interceptor (LND forwards without one).
         anyhow::bail!("the interceptor stream task ended abnormally: {e}");
     }
+    let _ = closed_tx.send(true);
     if let Some(a) = audit {
         let flushed = tokio::task::spawn_blocking(move || a.flush(Duration::from_secs(5)))
             .await

@@ -154,3 +154,70 @@ async fn run_decides_htlcs_from_lnd_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status}");
     assert!(mock.violations().is_empty());
 }
+
+/// After SIGTERM, htlcgate stops taking HTLCs but still answers those it is
+/// deciding; if LND fails one of them itself meanwhile (its auto_fail_height),
+/// htlcgate must still hear of it and not answer it: "forward does not exist"
+/// would end the stream and lose the answers queued after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_htlc_lnd_fails_itself_during_the_shutdown_drain_is_not_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockLnd::start(MockOptions::new(dir.path().join("lnd")))
+        .await
+        .unwrap();
+    let plugins = common::plugins_dir();
+    let cfg = dir.path().join("htlcgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[lnd]\nrpcserver = \"{}\"\ntlscertpath = \"{}\"\nmacaroonpath = \"{}\"\n\n[[plugin]]\nname = \"slow\"\npath = \"{}\"\nfuel = 1000000000000\ntimeout_ms = 1500\non_fault = \"resume\"\n",
+            mock.addr(),
+            mock.cert_path().display(),
+            mock.macaroon_path().display(),
+            plugins.join("spin-forever.wasm").display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_htlcgate"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    mock.wait_connected(Duration::from_secs(20)).await.unwrap();
+    let subscribed = tokio::time::timeout(Duration::from_secs(20), async {
+        while mock.node().htlc_subscribers() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        subscribed.is_ok(),
+        "htlcgate never subscribed to HTLC events"
+    );
+    let mut req = forward(1, 100_000, 2_000);
+    req.auto_fail_height = (mock.node().height() + 1) as i32;
+    mock.send_htlc(req);
+    // The plugin spins for 1.5 s; stop htlcgate while it decides.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(mock.mine(1), vec![(1, 1)], "LND failed it itself");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        mock.resolutions().is_empty(),
+        "answered an HTLC LND had failed: {:?}",
+        mock.resolutions()
+    );
+    assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+}
