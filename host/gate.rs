@@ -155,6 +155,9 @@ struct State {
     /// Keys LND resolved itself while htlcgate held or decided them, until their
     /// final HTLC event (they are not in the journal, yet their outcomes are ours).
     lnd_resolved: HashSet<CircuitKey>,
+    /// Keys left unmarked after an on-chain refusal because their incoming
+    /// channel was active (see [`Gate::mark_on_chain_suspects`]).
+    cleared_on_chain: HashSet<CircuitKey>,
     /// Keys held by a plugin's `hold`, and what ends each hold early.
     holds: HashMap<CircuitKey, Arc<HoldSignal>>,
     /// Keys LND holds in the on-chain flow: answered only with a settle.
@@ -246,6 +249,7 @@ impl Gate {
             journal,
             state: Mutex::new(State {
                 lnd_resolved: HashSet::new(),
+                cleared_on_chain: HashSet::new(),
                 holds: HashMap::new(),
                 on_chain,
                 inflight: HashSet::new(),
@@ -390,6 +394,51 @@ impl Gate {
                 .map(|(_, k)| *k)
                 .collect(),
         }
+    }
+
+    /// LND ended the stream because it refused a resume or fail for one of
+    /// `suspects` (the answers sent just before) as held in the on-chain flow:
+    /// marks those that can be it ([`Gate::mark_on_chain`]) and returns them.
+    ///
+    /// The refused key's incoming channel is force-closed, so it is not active: a
+    /// suspect whose incoming channel the node context knows as active is left
+    /// unmarked. LND handles answers in order, so the answers queued after the
+    /// refused one were never processed; marked, they would stay held until their
+    /// auto_fail_height (a fail where a resume was decided, hours of a held slot).
+    /// Should LND refuse again while such a key is among the suspects (a channel
+    /// view behind LND's), every suspect is marked: the stream ends at most twice.
+    /// Without the node context's channels every suspect is marked.
+    pub fn mark_on_chain_suspects(&self, suspects: &[CircuitKey]) -> Vec<CircuitKey> {
+        let active: Vec<bool> = suspects
+            .iter()
+            .map(|k| {
+                self.node
+                    .as_ref()
+                    .and_then(|n| n.channel(Scid(k.chan_id)))
+                    .is_some_and(|c| c.active)
+            })
+            .collect();
+        let mut st = self.lock();
+        let again = suspects.iter().any(|k| st.cleared_on_chain.contains(k));
+        let (mut marked, mut cleared) = (Vec::new(), Vec::new());
+        for (k, active) in suspects.iter().zip(active) {
+            if active && !again {
+                cleared.push(*k);
+            } else {
+                marked.push(*k);
+            }
+        }
+        if st.cleared_on_chain.len() + cleared.len() > LND_RESOLVED_MAX {
+            st.cleared_on_chain.clear();
+        }
+        st.cleared_on_chain.extend(cleared.iter().copied());
+        drop(st);
+        if !cleared.is_empty() {
+            let list: Vec<String> = cleared.iter().map(|k| k.to_string()).collect();
+            tracing::info!(keys = %list.join(","), "not held on-chain (their incoming channels are active): answered again when LND replays them");
+        }
+        self.mark_on_chain(&marked);
+        marked
     }
 
     /// LND ended the stream because it holds one of `keys` in the on-chain flow and

@@ -398,3 +398,101 @@ async fn an_htlc_lnd_fails_itself_while_the_chain_decides_is_never_answered() {
     assert_eq!(h.mock.connects(), 1, "{:?}", h.mock.stream_ends());
     h.shutdown().await;
 }
+
+/// A restart: LND replays HTLCs whose verdicts are journaled, and one of them is
+/// on a channel force-closed meanwhile (on-chain flow). htlcgate answers the
+/// replays at once, in order; LND refuses that one and ends the stream, so the
+/// answers queued after it were never processed. Only a key whose incoming
+/// channel is not active can be the refused one: the others are answered again
+/// on the next stream instead of staying held until their auto_fail_height.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_on_chain_refusal_htlcs_on_active_channels_are_answered_on_the_next_stream() {
+    use htlcgate::circuit::CircuitKey;
+    use htlcgate::lnd::proto::routerrpc::CircuitKey as WireKey;
+    use htlcgate::mock_lnd::{MockLnd, MockOptions};
+    use htlcgate::verdict::Verdict;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = MockOptions::new(dir.path());
+    opts.require_interceptor = true;
+    let mock = MockLnd::start(opts).await.unwrap();
+    // Channel 2 is open and active; channel 1 was force-closed (not listed).
+    mock.node()
+        .open_channel(htlcgate::mock_node::sample_channel(2));
+    {
+        let j = common::live::open_journal(dir.path()).await;
+        for (chan_id, htlc_id) in [(1, 1), (2, 10), (2, 11)] {
+            j.record(CircuitKey { chan_id, htlc_id }, &Verdict::Resume, 0)
+                .await
+                .unwrap();
+        }
+    }
+    let h = start(vec![], ChainConfig::default(), Some((mock, dir))).await;
+    h.wait_outcomes_on().await;
+    h.mock.send_htlc_on_chain(forward(1, 1_000_000, 2_000));
+    for id in [10, 11] {
+        let mut req = forward(id, 1_000_000, 2_000);
+        req.incoming_circuit_key = Some(WireKey {
+            chan_id: 2,
+            htlc_id: id,
+        });
+        h.mock.send_htlc(req);
+    }
+    h.mock.wait_stream_ends(1, WAIT).await.unwrap();
+    h.mock.wait_connects(2, WAIT).await.unwrap();
+    h.mock.wait_resolved(2, WAIT).await.unwrap();
+    let mut resolved: Vec<_> = h.mock.resolutions().iter().map(|r| r.key).collect();
+    resolved.sort();
+    assert_eq!(resolved, vec![(2, 10), (2, 11)]);
+    assert!(h.mock.is_held((1, 1)), "the on-chain HTLC stays with LND");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.mock.violations().len(), 1, "{:?}", h.mock.violations());
+    h.shutdown().await;
+}
+
+/// The same with a channel view behind LND's: the refused key's channel still
+/// looks active, so it is answered again on the next stream and refused again;
+/// then it is marked, and the stream ends no more than twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_chain_refusal_on_a_channel_that_looks_active_ends_the_stream_at_most_twice() {
+    use htlcgate::circuit::CircuitKey;
+    use htlcgate::lnd::proto::routerrpc::CircuitKey as WireKey;
+    use htlcgate::mock_lnd::{MockLnd, MockOptions};
+    use htlcgate::verdict::Verdict;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = MockOptions::new(dir.path());
+    opts.require_interceptor = true;
+    let mock = MockLnd::start(opts).await.unwrap();
+    mock.node()
+        .open_channel(htlcgate::mock_node::sample_channel(2));
+    {
+        let j = common::live::open_journal(dir.path()).await;
+        j.record(
+            CircuitKey {
+                chan_id: 2,
+                htlc_id: 5,
+            },
+            &Verdict::Resume,
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    let h = start(vec![], ChainConfig::default(), Some((mock, dir))).await;
+    h.wait_outcomes_on().await;
+    let mut req = forward(5, 1_000_000, 2_000);
+    req.incoming_circuit_key = Some(WireKey {
+        chan_id: 2,
+        htlc_id: 5,
+    });
+    h.mock.send_htlc_on_chain(req);
+    h.mock.wait_stream_ends(2, WAIT).await.unwrap();
+    h.mock.wait_connects(3, WAIT).await.unwrap();
+    // LND replays it on the third stream too: no answer now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.mock.stream_ends().len(), 2, "{:?}", h.mock.stream_ends());
+    assert!(h.mock.is_held((2, 5)));
+    assert!(h.mock.resolutions().is_empty());
+    h.shutdown().await;
+}

@@ -169,12 +169,12 @@ fn on_stream_error(gate: &Gate, status: &tonic::Status, closed: &ClosedStream) {
         } else {
             closed.recent.clone()
         };
-        let list: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let marked = gate.mark_on_chain_suspects(&keys);
+        let list: Vec<String> = marked.iter().map(|k| k.to_string()).collect();
         tracing::warn!(
             keys = %list.join(","),
             "LND holds one of these HTLCs in the on-chain flow: from now on they are answered only with a settle, or not at all"
         );
-        gate.mark_on_chain(&keys);
     }
 }
 
