@@ -158,6 +158,9 @@ struct State {
     /// Keys left unmarked after an on-chain refusal because their incoming
     /// channel was active (see [`Gate::mark_on_chain_suspects`]).
     cleared_on_chain: HashSet<CircuitKey>,
+    /// Keys LND resolved itself while their chain decision ran, before any hold:
+    /// a hold that starts for one ends at once (nothing is left to hold).
+    resolved_in_flight: HashSet<CircuitKey>,
     /// Keys held by a plugin's `hold`, and what ends each hold early.
     holds: HashMap<CircuitKey, Arc<HoldSignal>>,
     /// Keys LND holds in the on-chain flow: answered only with a settle.
@@ -250,6 +253,7 @@ impl Gate {
             state: Mutex::new(State {
                 lnd_resolved: HashSet::new(),
                 cleared_on_chain: HashSet::new(),
+                resolved_in_flight: HashSet::new(),
                 holds: HashMap::new(),
                 on_chain,
                 inflight: HashSet::new(),
@@ -660,7 +664,13 @@ impl Gate {
     /// Registers a hold of `key`.
     fn start_hold(&self, key: CircuitKey) -> Arc<HoldSignal> {
         let sig = Arc::new(HoldSignal::default());
-        self.lock().holds.insert(key, sig.clone());
+        let mut st = self.lock();
+        if st.resolved_in_flight.remove(&key) {
+            // LND resolved it while the chain decided: the hold ends at once.
+            sig.resolved_by_lnd.store(true, Ordering::Release);
+        }
+        st.holds.insert(key, sig.clone());
+        drop(st);
         if let Some(m) = &self.metrics {
             m.holding(1);
         }
@@ -680,6 +690,7 @@ impl Gate {
     fn abandon(&self, key: CircuitKey) {
         let mut st = self.lock();
         st.inflight.remove(&key);
+        st.resolved_in_flight.remove(&key);
         if let Some(cur) = st.current.as_mut() {
             cur.pending.remove(&key);
         }
@@ -782,6 +793,13 @@ impl Gate {
             } else {
                 st.lnd_resolved.contains(&key)
             };
+            if unanswered && held.is_none() && st.inflight.contains(&key) {
+                // A plugin may still answer `hold` for it: the hold must know.
+                if st.resolved_in_flight.len() >= LND_RESOLVED_MAX {
+                    st.resolved_in_flight.clear();
+                }
+                st.resolved_in_flight.insert(key);
+            }
             if (unanswered || held.is_some()) && !outcome.kind.is_final() {
                 if st.lnd_resolved.len() >= LND_RESOLVED_MAX {
                     st.lnd_resolved.clear();
@@ -935,6 +953,7 @@ impl Gate {
         let key = input.key;
         let mut st = self.lock();
         st.inflight.remove(&key);
+        st.resolved_in_flight.remove(&key);
         if let Some(cur) = st.current.as_mut() {
             if cur.pending.remove(&key) {
                 let _ = cur.tx.send(decision.verdict.to_response(key));

@@ -496,3 +496,46 @@ async fn an_on_chain_refusal_on_a_channel_that_looks_active_ends_the_stream_at_m
     assert!(h.mock.resolutions().is_empty());
     h.shutdown().await;
 }
+
+/// LND fails an HTLC itself while an earlier plugin still decides it, and a later
+/// plugin then asks to hold it: there is nothing left to hold. (Without the block
+/// height, only LND's HTLC events tell htlcgate.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_htlc_lnd_fails_itself_before_a_plugin_first_holds_it_is_not_held() {
+    use htlcgate::mock_lnd::{MockLnd, MockOptions};
+    use htlcgate::mock_node::{INFO_READ, ONCHAIN_READ};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = MockOptions::new(dir.path());
+    opts.require_interceptor = true;
+    let mock = MockLnd::start(opts).await.unwrap();
+    mock.node().deny(ONCHAIN_READ);
+    mock.node().deny(INFO_READ);
+    let mut slow = common::plugin("spin-forever");
+    slow.fuel = u64::MAX / 2;
+    slow.timeout = Duration::from_millis(600);
+    slow.on_fault = htlcgate::config::OnFault::Skip;
+    let h = start(
+        vec![slow, holder("holder", u32::MAX, 20)],
+        ChainConfig::default(),
+        Some((mock, dir)),
+    )
+    .await;
+    h.wait_outcomes_on().await;
+    let mut req = forward(1, 1_000_000, 2_000);
+    req.auto_fail_height = (h.mock.node().height() + 1) as i32;
+    h.mock.send_htlc(req);
+    eventually("the decision running", || h.gate.in_flight() == 1).await;
+    assert_eq!(h.mock.mine(1), vec![(1, 1)]);
+    eventually("the HTLC dropped", || h.gate.in_flight() == 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        h.counter("holder", "decides") <= 1,
+        "held and asked again: {}",
+        h.counter("holder", "decides")
+    );
+    assert_eq!(h.gate.held(), 0);
+    assert!(h.mock.resolutions().is_empty());
+    h.assert_no_violation();
+    h.shutdown().await;
+}
