@@ -539,3 +539,20 @@ async fn an_htlc_lnd_fails_itself_before_a_plugin_first_holds_it_is_not_held() {
     h.assert_no_violation();
     h.shutdown().await;
 }
+
+/// A large node: ListChannels answers above gRPC's default 4 MiB message limit
+/// (lncli accepts 200 MB). The channel cache must still fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_cache_fills_on_a_node_whose_channel_list_is_above_4_mib() {
+    use htlcgate::mock_lnd::{MockLnd, MockOptions};
+    use htlcgate::mock_node::sample_channel;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockLnd::start(MockOptions::new(dir.path())).await.unwrap();
+    for scid in 1..=30_000u64 {
+        mock.node().open_channel(sample_channel(scid << 16));
+    }
+    let h = start(vec![], ChainConfig::default(), Some((mock, dir))).await;
+    h.wait_outcomes_on().await;
+    h.shutdown().await;
+}

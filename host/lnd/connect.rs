@@ -267,7 +267,8 @@ impl ConnectError {
 /// a wrong certificate are reported at once); the macaroon is checked by LND on
 /// the first call, whose error should go through [`classify_status`].
 pub async fn connect(ep: &LndEndpoint) -> Result<InterceptorClient, ConnectError> {
-    Ok(RouterClient::new(connect_transport(ep).await?))
+    Ok(RouterClient::new(connect_transport(ep).await?)
+        .max_decoding_message_size(crate::lnd::transport::MAX_LND_MESSAGE))
 }
 
 /// The pinned-TLS channel to LND that sends the macaroon with every call: the

@@ -7,19 +7,24 @@ use crate::lnd::proto::chainrpc::chain_notifier_client::ChainNotifierClient;
 use crate::lnd::proto::lnrpc::lightning_client::LightningClient;
 use crate::lnd::proto::routerrpc::router_client::RouterClient;
 
+/// The largest message accepted from LND: lncli's limit (200 MB). gRPC's default
+/// of 4 MiB is below a large node's ListChannels answer, which would then fail on
+/// every retry and leave the channel cache empty for good.
+pub const MAX_LND_MESSAGE: usize = 200 * 1024 * 1024;
+
 /// A `lnrpc.Lightning` client (GetInfo, ListChannels, SubscribeChannelEvents).
 pub fn lightning(transport: Transport) -> LightningClient<Transport> {
-    LightningClient::new(transport)
+    LightningClient::new(transport).max_decoding_message_size(MAX_LND_MESSAGE)
 }
 
 /// A `routerrpc.Router` client (SubscribeHtlcEvents).
 pub fn router(transport: Transport) -> RouterClient<Transport> {
-    RouterClient::new(transport)
+    RouterClient::new(transport).max_decoding_message_size(MAX_LND_MESSAGE)
 }
 
 /// A `chainrpc.ChainNotifier` client (RegisterBlockEpochNtfn).
 pub fn chain_notifier(transport: Transport) -> ChainNotifierClient<Transport> {
-    ChainNotifierClient::new(transport)
+    ChainNotifierClient::new(transport).max_decoding_message_size(MAX_LND_MESSAGE)
 }
 
 #[cfg(test)]
