@@ -327,12 +327,19 @@ impl AuditLog {
 }
 
 /// The file being written, its size and the rotation settings.
+/// After a failed rotation, how long lines go on into the current file before
+/// rotating is tried again.
+const ROTATE_RETRY: Duration = Duration::from_secs(60);
+
 struct Sink {
     path: PathBuf,
     max_bytes: u64,
     keep: u32,
     out: Option<BufWriter<File>>,
     size: u64,
+    /// A rotation failed: lines go on into the current file, and rotating is
+    /// tried again from this moment on.
+    rotate_after: Option<Instant>,
 }
 
 impl Sink {
@@ -343,6 +350,7 @@ impl Sink {
             keep: cfg.keep,
             out: None,
             size: 0,
+            rotate_after: None,
         };
         sink.reopen().map_err(|e| AuditError::Open {
             path: cfg.path.clone(),
@@ -352,11 +360,25 @@ impl Sink {
     }
 
     fn reopen(&mut self) -> std::io::Result<()> {
-        let file = OpenOptions::new()
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&self.path)?;
-        self.size = file.metadata()?.len();
+        let mut size = file.metadata()?.len();
+        if size > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::End(-1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                // A line cut short (a crash, a full disk): end it, so that the
+                // next line is one of its own (`replay` reads whole lines).
+                file.write_all(b"\n")?;
+                size += 1;
+            }
+        }
+        self.size = size;
         self.out = Some(BufWriter::with_capacity(64 * 1024, file));
         Ok(())
     }
@@ -400,15 +422,19 @@ impl Sink {
         if self.out.is_none() {
             self.reopen()?;
         }
-        if self.size > 0 && self.size + len > self.max_bytes {
+        let may_rotate = self.rotate_after.is_none_or(|t| Instant::now() >= t);
+        if self.size > 0 && self.size + len > self.max_bytes && may_rotate {
             if let Err(e) = self.rotate() {
-                // Try again on the next line; keep appending meanwhile if the file
-                // is still open.
+                // Keep appending to the current file (reopened if the rotation
+                // closed it) and try again in a while: an audit log that cannot
+                // rotate still gets every line.
+                tracing::error!(path = %self.path.display(), "cannot rotate the audit log: {e}; appending to it meanwhile, retrying in {} s", ROTATE_RETRY.as_secs());
+                self.rotate_after = Some(Instant::now() + ROTATE_RETRY);
                 if self.out.is_none() {
-                    return Err(e);
+                    self.reopen()?;
                 }
-                tracing::error!(path = %self.path.display(), "cannot rotate the audit log: {e}");
             } else {
+                self.rotate_after = None;
                 rotated = true;
             }
         }
@@ -681,6 +707,50 @@ mod tests {
         let err = AuditLog::open(&c, None).unwrap_err().to_string();
         assert!(err.contains("missing-dir/audit.jsonl"), "{err}");
         assert!(err.contains("audit.path"), "{err}");
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_ended_before_new_lines_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), 1 << 20, 1);
+        let whole =
+            serde_json::to_string(&AuditLine::new(SystemTime::now(), &input(1), &decision()))
+                .unwrap();
+        std::fs::write(&c.path, format!("{whole}\n{}", &whole[..whole.len() / 2])).unwrap();
+        let log = AuditLog::open(&c, None).unwrap();
+        log.record(input(2), decision());
+        assert!(log.flush(Duration::from_secs(10)));
+        let text = std::fs::read_to_string(&c.path).unwrap();
+        let last: AuditLine = serde_json::from_str(text.lines().last().unwrap())
+            .unwrap_or_else(|e| panic!("the new line is glued to the cut one: {e}"));
+        assert_eq!(last.htlc.htlc_id, 2);
+        assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn lines_keep_coming_when_the_file_cannot_be_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = serde_json::to_vec(&AuditLine::new(SystemTime::now(), &input(0), &decision()))
+            .unwrap()
+            .len() as u64
+            + 1;
+        let c = cfg(dir.path(), one * 2 + one / 2, 1);
+        // `PATH.1` cannot be replaced: rotation fails every time.
+        let blocker = PathBuf::from(format!("{}.1", c.path.display()));
+        std::fs::create_dir(&blocker).unwrap();
+        std::fs::write(blocker.join("x"), b"x").unwrap();
+        let log = AuditLog::open(&c, None).unwrap();
+        for id in 0..6 {
+            log.record(input(id), decision());
+        }
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!(log.dropped(), 0);
+        let ids: Vec<u64> = lines(&c.path).iter().map(|l| l.htlc.htlc_id).collect();
+        assert_eq!(
+            ids,
+            (0..6).collect::<Vec<_>>(),
+            "lines lost while rotation fails"
+        );
     }
 
     #[test]
