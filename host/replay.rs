@@ -492,6 +492,11 @@ async fn read_all(
                 Err(e) if !buf.ends_with('\n') && e.is_eof() => {
                     eprintln!("warning: {name}:{n}: the last line is cut off (written while htlcgate stopped?); skipped");
                 }
+                // A line cut short further up: the audit log ends a cut line when
+                // it reopens the file after a crash or a full disk.
+                Err(e) if e.is_eof() => {
+                    eprintln!("warning: {name}:{n}: the line is cut short (a crash or a full disk while it was written?); skipped");
+                }
                 Err(e) => bail!(
                     "{name}:{n}: {e}; each line must be a JSON object with an `htlc` object, as written by the audit log or `htlcgate corpus` (fix or delete the line)"
                 ),

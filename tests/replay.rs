@@ -448,6 +448,26 @@ fn bad_input_is_named_by_file_and_line_with_the_way_out() {
         "{err}"
     );
     assert!(out.contains("1 HTLCs"), "{out}");
+    // The same line cut short in the middle of a file (the audit log ends a cut
+    // line when it reopens the file after a crash or a full disk): skipped too.
+    let cut = dir.path().join("cut.jsonl");
+    std::fs::write(
+        &cut,
+        format!(
+            "{}\n{}\n{}\n",
+            good[0],
+            &good[1][..good[1].len() / 2],
+            good[1]
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = htlcgate(&["replay", "--config", s(&a), s(&cut)]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("{}:2", cut.display())) && err.contains("cut"),
+        "{err}"
+    );
+    assert!(out.contains("2 HTLCs"), "{out}");
 
     let missing = dir.path().join("missing.jsonl");
     let (ok, _, err) = htlcgate(&["replay", "--config", s(&a), s(&missing)]);
