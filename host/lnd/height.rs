@@ -189,7 +189,13 @@ async fn poll_getinfo(
         if *stop.borrow() {
             return;
         }
-        let error = match get_height(endpoint, &mut client).await {
+        // Raced against `stop`: a GetInfo LND never answers must not hold up
+        // shutdown until the connection's keepalive gives up.
+        let result = tokio::select! {
+            r = get_height(endpoint, &mut client) => r,
+            _ = stop.changed() => return,
+        };
+        let error = match result {
             Ok(h) => {
                 if h != 0 {
                     height.set(h);
