@@ -332,25 +332,14 @@ struct RawPlugin {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, path)
+        Config::parse(&read(path)?, path)
     }
 
     /// The plugin files a config file names, resolved as [`Config::load`] does,
     /// without validating anything else or requiring the files to exist (for the
     /// reload watcher, after a refused reload).
     pub fn plugin_paths(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " | "),
-        })?;
+        let raw = parse_raw(&read(path)?, path)?;
         let base = config_dir(path);
         Ok(raw
             .plugins
@@ -362,10 +351,7 @@ impl Config {
     /// Validates config text as if read from `path` (plugin paths are resolved
     /// against its directory).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " | "),
-        })?;
+        let raw = parse_raw(text, path)?;
         let invalid = |key: String, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             key,
@@ -776,6 +762,22 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Expands a leading `~/` to `$HOME/`.
+/// The text of the config file at `path`.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Config text as TOML into the raw structure, unvalidated.
+fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().replace('\n', " | "),
+    })
+}
+
 /// The directory relative plugin paths of the config at `path` start from.
 fn config_dir(path: &Path) -> &Path {
     path.parent()

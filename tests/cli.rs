@@ -101,32 +101,54 @@ fn bad_configurations_are_refused_with_the_key_and_the_fix() {
     );
 }
 
+/// Starts `htlcgate run` against `mock` with the config `[lnd]` to it plus
+/// `plugins` (TOML), written in `dir`.
+fn spawn_run(mock: &MockLnd, dir: &Path, plugins: &str) -> tokio::process::Child {
+    let cfg = dir.join("htlcgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[lnd]\nrpcserver = \"{}\"\ntlscertpath = \"{}\"\nmacaroonpath = \"{}\"\n\n{plugins}",
+            mock.addr(),
+            mock.cert_path().display(),
+            mock.macaroon_path().display(),
+        ),
+    )
+    .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_htlcgate"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM to `child`.
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_decides_htlcs_from_lnd_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mock = MockLnd::start(MockOptions::new(dir.path().join("lnd")))
         .await
         .unwrap();
-    let plugins = common::plugins_dir();
-    let cfg = dir.path().join("htlcgate.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[lnd]\nrpcserver = \"{}\"\ntlscertpath = \"{}\"\nmacaroonpath = \"{}\"\n\n[[plugin]]\nname = \"fee-floor\"\npath = \"{}\"\n[plugin.config]\nbase_msat = 1000\n",
-            mock.addr(),
-            mock.cert_path().display(),
-            mock.macaroon_path().display(),
-            plugins.join("fee-floor.wasm").display()
+    let plugin = common::plugins_dir().join("fee-floor.wasm");
+    let mut child = spawn_run(
+        &mock,
+        dir.path(),
+        &format!(
+            "[[plugin]]\nname = \"fee-floor\"\npath = \"{}\"\n[plugin.config]\nbase_msat = 1000\n",
+            plugin.display()
         ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_htlcgate"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    );
     mock.wait_connected(Duration::from_secs(20)).await.unwrap();
     mock.send_htlc(forward(1, 100_000, 2_000));
     mock.send_htlc(forward(2, 100_000, 10));
@@ -141,12 +163,7 @@ async fn run_decides_htlcs_from_lnd_and_stops_cleanly_on_sigterm() {
     assert_eq!(actions[&1], ResolveHoldForwardAction::Resume);
     assert_eq!(actions[&2], ResolveHoldForwardAction::Fail);
 
-    let pid = child.id().unwrap();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("exits after SIGTERM")
@@ -165,26 +182,15 @@ async fn an_htlc_lnd_fails_itself_during_the_shutdown_drain_is_not_answered() {
     let mock = MockLnd::start(MockOptions::new(dir.path().join("lnd")))
         .await
         .unwrap();
-    let plugins = common::plugins_dir();
-    let cfg = dir.path().join("htlcgate.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[lnd]\nrpcserver = \"{}\"\ntlscertpath = \"{}\"\nmacaroonpath = \"{}\"\n\n[[plugin]]\nname = \"slow\"\npath = \"{}\"\nfuel = 1000000000000\ntimeout_ms = 1500\non_fault = \"resume\"\n",
-            mock.addr(),
-            mock.cert_path().display(),
-            mock.macaroon_path().display(),
-            plugins.join("spin-forever.wasm").display()
+    let plugin = common::plugins_dir().join("spin-forever.wasm");
+    let mut child = spawn_run(
+        &mock,
+        dir.path(),
+        &format!(
+            "[[plugin]]\nname = \"slow\"\npath = \"{}\"\nfuel = 1000000000000\ntimeout_ms = 1500\non_fault = \"resume\"\n",
+            plugin.display()
         ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_htlcgate"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    );
     mock.wait_connected(Duration::from_secs(20)).await.unwrap();
     let subscribed = tokio::time::timeout(Duration::from_secs(20), async {
         while mock.node().htlc_subscribers() == 0 {
@@ -201,12 +207,7 @@ async fn an_htlc_lnd_fails_itself_during_the_shutdown_drain_is_not_answered() {
     mock.send_htlc(req);
     // The plugin spins for 1.5 s; stop htlcgate while it decides.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = child.id().unwrap();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(mock.mine(1), vec![(1, 1)], "LND failed it itself");
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())

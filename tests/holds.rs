@@ -17,7 +17,7 @@ use htlcgate::chain::DecidedBy;
 use htlcgate::config::{ChainConfig, DefaultVerdict, PluginConfig};
 use htlcgate::lnd::feature::Feature;
 use htlcgate::lnd::proto::routerrpc::ResolveHoldForwardAction;
-use htlcgate::mock_lnd::LndAction;
+use htlcgate::mock_lnd::{LndAction, MockLnd, MockOptions};
 use htlcgate::mock_node::{Downstream, START_HEIGHT};
 
 /// The hold fixture as plugin `name`: holds `holds` times for `hold_ms` each.
@@ -399,6 +399,40 @@ async fn an_htlc_lnd_fails_itself_while_the_chain_decides_is_never_answered() {
     h.shutdown().await;
 }
 
+/// A mock LND with `requireinterceptor` on, and its directory.
+async fn lnd_requiring_the_interceptor() -> (MockLnd, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = MockOptions::new(dir.path());
+    opts.require_interceptor = true;
+    (MockLnd::start(opts).await.unwrap(), dir)
+}
+
+/// Resume verdicts for `keys` in the journal the harness opens in `dir`, as left
+/// by an earlier run.
+async fn journaled_resumes(dir: &std::path::Path, keys: &[(u64, u64)]) {
+    let j = common::live::open_journal(dir).await;
+    for &(chan_id, htlc_id) in keys {
+        j.record(
+            htlcgate::circuit::CircuitKey { chan_id, htlc_id },
+            &htlcgate::verdict::Verdict::Resume,
+            0,
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A forward arriving on incoming channel `chan_id` with HTLC id `htlc_id`.
+fn on_channel(
+    chan_id: u64,
+    htlc_id: u64,
+) -> htlcgate::lnd::proto::routerrpc::ForwardHtlcInterceptRequest {
+    let mut req = forward(htlc_id, 1_000_000, 2_000);
+    req.incoming_circuit_key =
+        Some(htlcgate::lnd::proto::routerrpc::CircuitKey { chan_id, htlc_id });
+    req
+}
+
 /// A restart: LND replays HTLCs whose verdicts are journaled, and one of them is
 /// on a channel force-closed meanwhile (on-chain flow). htlcgate answers the
 /// replays at once, in order; LND refuses that one and ends the stream, so the
@@ -407,36 +441,16 @@ async fn an_htlc_lnd_fails_itself_while_the_chain_decides_is_never_answered() {
 /// on the next stream instead of staying held until their auto_fail_height.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_on_chain_refusal_htlcs_on_active_channels_are_answered_on_the_next_stream() {
-    use htlcgate::circuit::CircuitKey;
-    use htlcgate::lnd::proto::routerrpc::CircuitKey as WireKey;
-    use htlcgate::mock_lnd::{MockLnd, MockOptions};
-    use htlcgate::verdict::Verdict;
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = MockOptions::new(dir.path());
-    opts.require_interceptor = true;
-    let mock = MockLnd::start(opts).await.unwrap();
+    let (mock, dir) = lnd_requiring_the_interceptor().await;
     // Channel 2 is open and active; channel 1 was force-closed (not listed).
     mock.node()
         .open_channel(htlcgate::mock_node::sample_channel(2));
-    {
-        let j = common::live::open_journal(dir.path()).await;
-        for (chan_id, htlc_id) in [(1, 1), (2, 10), (2, 11)] {
-            j.record(CircuitKey { chan_id, htlc_id }, &Verdict::Resume, 0)
-                .await
-                .unwrap();
-        }
-    }
+    journaled_resumes(dir.path(), &[(1, 1), (2, 10), (2, 11)]).await;
     let h = start(vec![], ChainConfig::default(), Some((mock, dir))).await;
     h.wait_outcomes_on().await;
-    h.mock.send_htlc_on_chain(forward(1, 1_000_000, 2_000));
+    h.mock.send_htlc_on_chain(on_channel(1, 1));
     for id in [10, 11] {
-        let mut req = forward(id, 1_000_000, 2_000);
-        req.incoming_circuit_key = Some(WireKey {
-            chan_id: 2,
-            htlc_id: id,
-        });
-        h.mock.send_htlc(req);
+        h.mock.send_htlc(on_channel(2, id));
     }
     h.mock.wait_stream_ends(1, WAIT).await.unwrap();
     h.mock.wait_connects(2, WAIT).await.unwrap();
@@ -455,38 +469,13 @@ async fn after_an_on_chain_refusal_htlcs_on_active_channels_are_answered_on_the_
 /// then it is marked, and the stream ends no more than twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_chain_refusal_on_a_channel_that_looks_active_ends_the_stream_at_most_twice() {
-    use htlcgate::circuit::CircuitKey;
-    use htlcgate::lnd::proto::routerrpc::CircuitKey as WireKey;
-    use htlcgate::mock_lnd::{MockLnd, MockOptions};
-    use htlcgate::verdict::Verdict;
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = MockOptions::new(dir.path());
-    opts.require_interceptor = true;
-    let mock = MockLnd::start(opts).await.unwrap();
+    let (mock, dir) = lnd_requiring_the_interceptor().await;
     mock.node()
         .open_channel(htlcgate::mock_node::sample_channel(2));
-    {
-        let j = common::live::open_journal(dir.path()).await;
-        j.record(
-            CircuitKey {
-                chan_id: 2,
-                htlc_id: 5,
-            },
-            &Verdict::Resume,
-            0,
-        )
-        .await
-        .unwrap();
-    }
+    journaled_resumes(dir.path(), &[(2, 5)]).await;
     let h = start(vec![], ChainConfig::default(), Some((mock, dir))).await;
     h.wait_outcomes_on().await;
-    let mut req = forward(5, 1_000_000, 2_000);
-    req.incoming_circuit_key = Some(WireKey {
-        chan_id: 2,
-        htlc_id: 5,
-    });
-    h.mock.send_htlc_on_chain(req);
+    h.mock.send_htlc_on_chain(on_channel(2, 5));
     h.mock.wait_stream_ends(2, WAIT).await.unwrap();
     h.mock.wait_connects(3, WAIT).await.unwrap();
     // LND replays it on the third stream too: no answer now.
@@ -502,13 +491,9 @@ async fn an_on_chain_refusal_on_a_channel_that_looks_active_ends_the_stream_at_m
 /// height, only LND's HTLC events tell htlcgate.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_htlc_lnd_fails_itself_before_a_plugin_first_holds_it_is_not_held() {
-    use htlcgate::mock_lnd::{MockLnd, MockOptions};
     use htlcgate::mock_node::{INFO_READ, ONCHAIN_READ};
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = MockOptions::new(dir.path());
-    opts.require_interceptor = true;
-    let mock = MockLnd::start(opts).await.unwrap();
+    let (mock, dir) = lnd_requiring_the_interceptor().await;
     mock.node().deny(ONCHAIN_READ);
     mock.node().deny(INFO_READ);
     let mut slow = common::plugin("spin-forever");
@@ -544,7 +529,6 @@ async fn an_htlc_lnd_fails_itself_before_a_plugin_first_holds_it_is_not_held() {
 /// (lncli accepts 200 MB). The channel cache must still fill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_channel_cache_fills_on_a_node_whose_channel_list_is_above_4_mib() {
-    use htlcgate::mock_lnd::{MockLnd, MockOptions};
     use htlcgate::mock_node::sample_channel;
 
     let dir = tempfile::tempdir().unwrap();
