@@ -287,7 +287,7 @@ fn func_signature(f: &FuncType) -> String {
 /// Why an unknown import is there and how to drop it.
 fn import_fix(module: &str, name: &str) -> String {
     match (module, name) {
-        ("env", "abort") => "AssemblyScript's default abort handler; build with `--use abort=htlcgate-sdk/assembly/glue/abort` (the SDK's build command does)".into(),
+        ("env", "abort") => "AssemblyScript's default abort handler; build with `--use abort=~lib/htlcgate-sdk/assembly/abort/abort` (the SDK's build command and `htlcgate plugin new`'s `npm run build` do)".into(),
         ("env", "seed") => "AssemblyScript's Math.random seed; avoid Math.random, or build with `--use seed=...` pointing at a function of your own".into(),
         ("env", "trace") => "AssemblyScript's trace(); remove the calls and log with the SDK's log functions".into(),
         ("gojs", _) => "the module was built for GOOS=js; build with GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared".into(),
@@ -795,8 +795,11 @@ mod tests {
             matches!(err, ComponentizeError::UnknownImport { .. }),
             "{msg}"
         );
+        // The value asc resolves (the SDK's README, `plugin new` and
+        // build-plugins use it): a path under `~lib/`, naming the module file.
         assert!(
-            msg.contains("`env`.`abort`") && msg.contains("--use abort="),
+            msg.contains("`env`.`abort`")
+                && msg.contains("`--use abort=~lib/htlcgate-sdk/assembly/abort/abort`"),
             "{msg}"
         );
     }

@@ -68,7 +68,8 @@ fn componentize_names_a_stray_import_and_the_asc_flag_that_removes_it() {
     let msg = text(&out);
     assert!(!out.status.success(), "{msg}");
     assert!(
-        msg.contains("`env`.`abort`") && msg.contains("--use abort="),
+        msg.contains("`env`.`abort`")
+            && msg.contains("`--use abort=~lib/htlcgate-sdk/assembly/abort/abort`"),
         "{msg}"
     );
     assert!(!out_path.exists(), "wrote a component anyway");

@@ -1,7 +1,7 @@
 // The abort handler: AssemblyScript calls `abort` on a failed assertion, an
 // out-of-bounds access or `throw`. By default that is an import (`env.abort`),
 // which the world does not provide; build with
-//   --use abort=htlcgate-sdk/assembly/abort/abort
+//   --use abort=~lib/htlcgate-sdk/assembly/abort/abort
 // so that an abort logs its message and traps (htlcgate replaces the instance).
 
 import { LogLevel, log } from "./log";
