@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use crate::verdict::{FailCode, Verdict};
 
+mod overlap;
+
 /// A configuration problem, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -118,6 +120,13 @@ pub struct ChainConfig {
     /// itself at that height, and an answer after it would end the stream.
     pub hold_margin_blocks: u32,
 }
+
+/// The values `sandbox.max_wasm_stack_kb` may take. Plugins run on threads with
+/// 2 MiB native stacks (plugin threads, runtime workers at load): a wasm stack
+/// near that would run off the native stack, which aborts the whole daemon,
+/// before wasmtime's limit turns the overflow into a plugin fault. 1 MiB leaves
+/// the host's own frames a whole MiB.
+pub const MAX_WASM_STACK_KB: std::ops::RangeInclusive<usize> = 64..=1024;
 
 /// `[journal]`: where verdicts are recorded before they are sent.
 #[derive(Clone, Debug)]
@@ -418,10 +427,14 @@ impl Config {
             .sandbox
             .max_wasm_stack_kb
             .unwrap_or(defaults::MAX_WASM_STACK_KB);
-        if !(64..=8192).contains(&stack) {
+        if !MAX_WASM_STACK_KB.contains(&stack) {
             return Err(invalid(
                 "sandbox.max_wasm_stack_kb".into(),
-                format!("{stack} is out of range; use 64..=8192"),
+                format!(
+                    "{stack} is out of range; use {}..={}",
+                    MAX_WASM_STACK_KB.start(),
+                    MAX_WASM_STACK_KB.end()
+                ),
             ));
         }
         let base = config_dir(path);
@@ -452,10 +465,13 @@ impl Config {
                     ));
                 }
                 let queue = a.queue.unwrap_or(crate::audit::defaults::QUEUE);
-                if !(1..=10_000_000).contains(&queue) {
+                // Slots are allocated at start and a queued line holds its HTLC
+                // (~2 KB with the onion) until written: 1,000,000 is ~16 MB at
+                // start and ~2 GB if the disk stalls.
+                if !(1..=1_000_000).contains(&queue) {
                     return Err(invalid(
                         "audit.queue".into(),
-                        format!("{queue} is out of range; use 1..=10000000 lines"),
+                        format!("{queue} is out of range; use 1..=1000000 lines (each queued line holds its HTLC, ~2 KB, until written)"),
                     ));
                 }
                 let p = expand_home(&p);
@@ -600,6 +616,13 @@ impl Config {
                 })?;
             }
             config.sort();
+            if let Some(w) = config.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(invalid(
+                    key(&format!("config.{}", w[0].0)),
+                    "is given twice (once as a dotted key, once in a nested table); keep one"
+                        .into(),
+                ));
+            }
             plugins.push(PluginConfig {
                 name: p.name,
                 path: resolved,
@@ -617,7 +640,7 @@ impl Config {
                 kv,
             });
         }
-        Ok(Config {
+        let config = Config {
             source: path.to_owned(),
             lnd: raw.lnd,
             chain: ChainConfig {
@@ -665,7 +688,9 @@ impl Config {
             metrics: raw.metrics,
             audit,
             plugins,
-        })
+        };
+        overlap::check(&config).map_err(|(key, message)| invalid(key, message))?;
+        Ok(config)
     }
 }
 
@@ -945,6 +970,19 @@ mod tests {
         assert!(msg.contains("config.peer.02ab.list"), "{msg}");
     }
 
+    /// Found in review: a quoted dotted key and a nested table can name the same
+    /// key; both were passed and the plugin saw whichever value sorted first.
+    #[test]
+    fn one_plugin_config_key_given_twice_is_refused() {
+        let (_d, cfg) = with_plugin_file();
+        let text = "[[plugin]]\nname = \"a\"\npath = \"p.wasm\"\n[plugin.config]\n\"peer.02ab.mode\" = \"allow\"\n[plugin.config.peer.02ab]\nmode = \"block\"\n";
+        let msg = Config::parse(text, &cfg).unwrap_err().to_string();
+        assert!(
+            msg.contains("plugin[0] (a).config.peer.02ab.mode") && msg.contains("twice"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn nested_plugin_config_values_are_refused() {
         let (_d, cfg) = with_plugin_file();
@@ -1035,11 +1073,72 @@ mod tests {
             ("[audit]\npath = \"a\"\nmax_bytes = 10\n", "audit.max_bytes"),
             ("[audit]\npath = \"a\"\nkeep = 5000\n", "audit.keep"),
             ("[audit]\npath = \"a\"\nqueue = 0\n", "audit.queue"),
+            // Found in review: the queue's slots are allocated at start (16 B
+            // each) and a full queue holds each HTLC (~2 KB with its onion):
+            // 10,000,000 was ~160 MB at start and ~20 GB full.
+            ("[audit]\npath = \"a\"\nqueue = 1000001\n", "1..=1000000"),
             ("[audit]\npath = \"a\"\nmax_files = 1\n", "max_files"),
         ] {
             let msg = parse(text).unwrap_err().to_string();
             assert!(msg.contains(key), "{text}: {msg}");
         }
+    }
+
+    /// Found in review: `[audit] path = "htlcgate.journal"` (the default journal
+    /// beside the config) had the audit log append to the journal and, at
+    /// rotation, rename or delete it: verdicts and plugin state gone at the next
+    /// start. Every file htlcgate writes must differ from every file it keeps.
+    #[test]
+    fn files_htlcgate_writes_may_not_be_files_it_keeps() {
+        let (_dir, cfg) = with_plugin_file();
+        let plugin = "[[plugin]]\nname = \"p\"\npath = \"p.wasm\"\n";
+        for (text, key, clash) in [
+            (
+                "[audit]\npath = \"htlcgate.journal\"\n",
+                "audit.path",
+                "journal",
+            ),
+            (
+                "[audit]\npath = \"htlcgate.journal.wal\"\n",
+                "audit.path",
+                "journal",
+            ),
+            (
+                "[audit]\npath = \"./htlcgate.toml\"\n",
+                "audit.path",
+                "config",
+            ),
+            ("[audit]\npath = \"p.wasm\"\n", "audit.path", "plugin `p`"),
+            (
+                "[journal]\npath = \"a.jsonl.2\"\n[audit]\npath = \"a.jsonl\"\nkeep = 2\n",
+                "audit.path",
+                "journal",
+            ),
+            (
+                "[journal]\npath = \"sub/../htlcgate.toml\"\n",
+                "journal.path",
+                "config",
+            ),
+            (
+                "[journal]\npath = \"p.wasm\"\n",
+                "journal.path",
+                "plugin `p`",
+            ),
+        ] {
+            let msg = Config::parse(&format!("{plugin}{text}"), &cfg)
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(key) && msg.contains(clash), "{text}: {msg}");
+        }
+        // Rotated files beyond `keep` are never written: no clash.
+        Config::parse(
+            &format!(
+                "{plugin}[journal]\npath = \"a.jsonl.3\"\n[audit]\npath = \"a.jsonl\"\nkeep = 2\n"
+            ),
+            &cfg,
+        )
+        .unwrap();
+        Config::parse(&format!("{plugin}[audit]\npath = \"audit.jsonl\"\n"), &cfg).unwrap();
     }
 
     #[test]

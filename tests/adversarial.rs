@@ -513,11 +513,16 @@ struct Harness {
 }
 
 async fn start(plugins: Vec<PluginConfig>) -> Harness {
+    start_in(&sandbox(), plugins).await
+}
+
+/// [`start`] with a sandbox of the caller's.
+async fn start_in(sandbox: &Sandbox, plugins: Vec<PluginConfig>) -> Harness {
     capture::install();
     let dir = tempfile::tempdir().unwrap();
     let mock = MockLnd::start(MockOptions::new(dir.path())).await.unwrap();
     let cfg = ChainConfig::default();
-    let loaded = Chain::load(&sandbox(), &plugins, cfg.default_verdict.verdict())
+    let loaded = Chain::load(sandbox, &plugins, cfg.default_verdict.verdict())
         .unwrap_or_else(|e| panic!("{e}"));
     let (tx, events) = mpsc::unbounded_channel();
     let gate = Gate::new(
@@ -688,6 +693,36 @@ async fn deep_recursion_in_a_chain_is_contained() {
         *s == Step::Fault(PluginFault::StackOverflow)
     })
     .await;
+}
+
+/// Found in review: the config accepted stacks up to 8 MiB, which the engine
+/// refused at start, and a wasm stack near the plugin threads' own 2 MiB would
+/// run off the native stack (an abort of the whole daemon) before wasmtime's
+/// limit. The largest stack the config accepts must start and must still end a
+/// runaway recursion as a fault on the thread that runs plugins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_with_the_largest_stack_the_config_accepts_is_contained() {
+    let largest = *htlcgate::config::MAX_WASM_STACK_KB.end();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = htlcgate::config::Config::parse(
+        &format!("[sandbox]\nmax_wasm_stack_kb = {largest}\n"),
+        &dir.path().join("htlcgate.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sandbox = Sandbox::new(&cfg.sandbox).unwrap_or_else(|e| panic!("{largest} KiB: {e}"));
+    let mut fx = fixture("deep-recursion", "deep-recursion-largest", &[]);
+    fx.on_fault = OnFault::Fail;
+    let mut h = start_in(&sandbox, vec![fx]).await;
+    for (key, (resp, ev)) in &h.run(2).await {
+        assert_eq!(resp.action(), ResolveHoldForwardAction::Fail, "{key:?}");
+        assert_eq!(
+            ev.decision.trace[0].step,
+            Step::Fault(PluginFault::StackOverflow),
+            "{key:?}"
+        );
+    }
+    h.assert_stream_never_ended();
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
