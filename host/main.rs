@@ -10,7 +10,14 @@ use htlcgate::daemon::{self, LndFlags, ObserveFlags};
 /// Policy on LND's HTLC forwarding path: a chain of sandboxed WebAssembly plugins
 /// decides every forwarded HTLC.
 #[derive(Parser, Debug)]
-#[command(name = "htlcgate", version, about)]
+// `args_conflicts_with_subcommands`: `htlcgate --config X run` would otherwise
+// take `--config X` for a bare `htlcgate` and run `run` with its defaults.
+#[command(
+    name = "htlcgate",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// What to do (default: run).
     #[command(subcommand)]

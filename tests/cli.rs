@@ -64,6 +64,25 @@ fn a_missing_config_file_names_the_file_and_the_flag() {
     );
 }
 
+/// Found in review: `htlcgate --config X run` parsed `--config X` as the flags
+/// of a bare `htlcgate`, then ran `run` with its own defaults: it read
+/// ./htlcgate.toml (maybe another node's config) without a word.
+#[test]
+fn run_flags_before_the_run_subcommand_are_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_htlcgate"))
+        .current_dir(dir.path())
+        .args(["--config", "/nonexistent/x.toml", "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--config") && err.contains("run") && !err.contains("htlcgate.toml"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_configurations_are_refused_with_the_key_and_the_fix() {
     refused(
