@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
 use crate::audit::AuditLog;
-use crate::chain::{Chain, DecidedBy, Decision, Direct, HoldRequest, Waiter};
+use crate::chain::{Chain, DecidedBy, Decision, Direct, HoldRequest, Trace, Waiter};
 use crate::circuit::{CircuitKey, Scid};
 use crate::config::ChainConfig;
 use crate::health::Health;
@@ -616,7 +616,8 @@ impl Gate {
             }
             tracing::debug!(circuit = %key, plugin = &*hold.plugin, after_ms = hold.after.as_millis() as u64, attempt = input.record.attempt, "HTLC held by plugin");
             match self.wait_hold(&input, &hold, received, &live, &sig).await {
-                HoldEnd::Again => {}
+                // This round's faults and costs never reach `answer`: counted now.
+                HoldEnd::Again => self.count_round(&live, &decision.trace),
                 HoldEnd::Expired(why) => {
                     tracing::info!(circuit = %key, plugin = &*hold.plugin, verdict = %decision.verdict, attempt = input.record.attempt, "hold ended ({why}): sending the plugin's on_hold_expiry verdict");
                     decision.by = DecidedBy::HoldExpiry(hold.plugin);
@@ -624,6 +625,7 @@ impl Gate {
                 }
                 HoldEnd::ResolvedByLnd => {
                     tracing::info!(circuit = %key, plugin = &*hold.plugin, "held HTLC resolved by LND itself; it gets no answer");
+                    self.count_round(&live, &decision.trace);
                     self.end_hold(key);
                     self.abandon(key);
                     return;
@@ -654,11 +656,21 @@ impl Gate {
                 // itself, as it would without an interceptor: no money moves
                 // either way. (Reached while held, or while the chain decided again.)
                 tracing::warn!(circuit = %key, auto_fail_height = input.record.auto_fail_height, "held HTLC reached its auto_fail_height (hold_margin_blocks was skipped, e.g. several blocks at once): left to LND, which fails it back; no answer");
+                self.count_round(&live, &decision.trace);
                 self.abandon(key);
                 return;
             }
         }
         self.complete(input, decision, &live, received).await;
+    }
+
+    /// Counts the plugin steps of one chain round whose decision is not answered
+    /// (a hold, or an HTLC left to LND): [`Metrics::decided`] counts only the
+    /// answered round's, so each round reaches the metrics exactly once.
+    fn count_round(&self, live: &Live, trace: &[Trace]) {
+        if let Some(m) = &self.metrics {
+            m.trace(live.metrics.as_deref(), trace);
+        }
     }
 
     /// Registers a hold of `key`.

@@ -190,3 +190,81 @@ async fn a_chain_finishing_as_its_budget_runs_out_is_decided_and_answered_once()
         );
     }
 }
+
+/// The value of the metric line that starts with `series` (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Every round of a held HTLC reaches the metrics, not only the last one: the
+/// faults, fuel and call time of the rounds that ended in a hold count too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hold_round_of_an_htlc_is_counted_in_the_metrics_once() {
+    use htlcgate::gate::GateOptions;
+    use htlcgate::metrics::Metrics;
+    let mut trap = plugin("trap");
+    trap.on_fault = OnFault::Skip;
+    trap.max_faults = 1000;
+    let mut holder = plugin_with("hold-fixture", &[("holds", "2"), ("hold_ms", "5")]);
+    holder.grants = vec!["kv".into()];
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let chain = Chain::load(&sandbox, &[trap, holder], Verdict::Resume).unwrap();
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let (obs_tx, mut observed) = mpsc::unbounded_channel();
+    let gate = Gate::with_options(
+        chain,
+        ChainConfig::default(),
+        htlcgate::journal::Journal::in_memory(),
+        GateOptions {
+            observer: Some(obs_tx),
+            metrics: Some(metrics.clone()),
+            ..GateOptions::default()
+        },
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = gate.open_stream(tx);
+    gate.on_request(s, forward(1, 1000, 2000));
+    assert_eq!(
+        next(&mut rx).await.action(),
+        ResolveHoldForwardAction::Resume
+    );
+    let ev = tokio::time::timeout(Duration::from_secs(5), observed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // Three rounds: trap faults and hold-fixture holds; hold-fixture holds again
+    // (asked from the holder on: trap is not asked again); hold-fixture passes.
+    assert_eq!(ev.input.unwrap().record.attempt, 3);
+    let text = metrics.encode();
+    assert_eq!(
+        metric(
+            &text,
+            r#"htlcgate_plugin_faults_total{plugin="trap",reason="trap"}"#
+        ),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"htlcgate_plugin_fuel_count{plugin="hold-fixture"}"#
+        ),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"htlcgate_plugin_fuel_count{plugin="trap"}"#),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"htlcgate_plugin_call_seconds_count{plugin="hold-fixture"}"#
+        ),
+        3,
+        "{text}"
+    );
+}
