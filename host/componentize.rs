@@ -46,7 +46,7 @@
 //! embedded reactor adapter, which turns them into WASI preview 2 imports; a
 //! module without them (AssemblyScript) gets no adapter and imports no WASI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use wasi_preview1_component_adapter_provider::{
@@ -527,6 +527,28 @@ pub struct ComponentizeArgs {
     pub output: PathBuf,
 }
 
+/// Writes `bytes` to `path` atomically: into a temporary file next to it, then
+/// renamed over it, so a reader never sees half a file. The temporary file is
+/// removed again when anything fails.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot rename {} to it", tmp.display()))
+        });
+    if let Err(e) = written {
+        // Also after a failed write: it may have created a partial file.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!(
+            "cannot write the component to {} (-o must be a file path in an existing, writable directory)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `htlcgate componentize`: reads, converts, writes (atomically: a reader
 /// never sees half a file), and prints what it wrote.
 pub fn run(args: ComponentizeArgs) -> anyhow::Result<()> {
@@ -538,13 +560,14 @@ pub fn run(args: ComponentizeArgs) -> anyhow::Result<()> {
             args.input.display()
         )
     })?;
-    let tmp = args
-        .output
-        .with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, &out.component)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    if args.output.is_dir() {
+        anyhow::bail!(
+            "cannot write the component to {}: it is a directory; -o must be a file path (e.g. -o {})",
+            args.output.display(),
+            args.output.join("plugin.wasm").display()
+        );
+    }
+    write_atomically(&args.output, &out.component)?;
     println!(
         "{}: component of {WORLD_NAME}, {} bytes (core module {} bytes; {})",
         args.output.display(),
@@ -836,6 +859,34 @@ mod tests {
             componentize(b"#!/bin/sh"),
             Err(ComponentizeError::NotWasm)
         ));
+    }
+
+    #[test]
+    fn a_failed_write_or_rename_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename fails: a non-empty directory is in the way.
+        let taken = dir.path().join("plugin.wasm");
+        std::fs::create_dir(&taken).unwrap();
+        std::fs::write(taken.join("keep"), b"x").unwrap();
+        let err = write_atomically(&taken, b"component").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&taken.display().to_string()) && msg.contains("-o must be a file path"),
+            "{msg}"
+        );
+        // The write fails: no such directory.
+        let missing = dir.path().join("gone/plugin.wasm");
+        assert!(write_atomically(&missing, b"component").is_err());
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["plugin.wasm"], "a temporary file was left behind");
+        // And it works where it can.
+        let fine = dir.path().join("fine.wasm");
+        write_atomically(&fine, b"component").unwrap();
+        assert_eq!(std::fs::read(&fine).unwrap(), b"component");
     }
 
     #[test]

@@ -110,6 +110,87 @@ fn componentize_names_an_outcome_export_of_the_wrong_shape_and_the_sdk_import_th
     assert!(!out_path.exists(), "wrote a component anyway");
 }
 
+/// A core module with the world's exports and nothing else.
+fn minimal_core() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 8))
+            (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+            (func (export "decide") (param i32) (result i32) (i32.const 16)))"#,
+    )
+    .unwrap()
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn componentize_into_a_directory_fails_saying_o_is_a_file_path_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, minimal_core()).unwrap();
+    // `-o` names a directory (with an extension, and without one).
+    for target in ["plugin.wasm", "plugins"] {
+        let target = dir.path().join(target);
+        std::fs::create_dir(&target).unwrap();
+        let out = htlcgate(&[
+            "componentize",
+            core.to_str().unwrap(),
+            "-o",
+            target.to_str().unwrap(),
+        ]);
+        let msg = text(&out);
+        assert!(!out.status.success(), "{msg}");
+        let left: Vec<String> = names_in(dir.path())
+            .into_iter()
+            .filter(|n| n.contains(".tmp."))
+            .collect();
+        assert!(left.is_empty(), "temporary files left behind: {left:?}");
+        assert!(
+            msg.contains(&target.display().to_string())
+                && msg.contains("is a directory")
+                && msg.contains("-o"),
+            "{msg}"
+        );
+        assert!(target.is_dir(), "{msg}");
+        assert_eq!(names_in(&target), Vec::<String>::new(), "{msg}");
+    }
+    assert_eq!(
+        names_in(dir.path()),
+        ["core.wasm", "plugin.wasm", "plugins"],
+        "a temporary file was left behind"
+    );
+}
+
+#[test]
+fn componentize_into_a_missing_directory_names_it_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, minimal_core()).unwrap();
+    let target = dir.path().join("no-such-dir/plugin.wasm");
+    let out = htlcgate(&[
+        "componentize",
+        core.to_str().unwrap(),
+        "-o",
+        target.to_str().unwrap(),
+    ]);
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        msg.contains(&target.display().to_string()) && msg.contains("-o"),
+        "{msg}"
+    );
+    assert_eq!(names_in(dir.path()), ["core.wasm"]);
+}
+
 #[test]
 fn componentize_turns_the_go_and_assemblyscript_core_modules_into_loadable_plugins() {
     let core_dir = common::plugins_dir().join("core");
