@@ -45,6 +45,12 @@
 //! Imports from `wasi_snapshot_preview1` (the Go runtime's) are served by the
 //! embedded reactor adapter, which turns them into WASI preview 2 imports; a
 //! module without them (AssemblyScript) gets no adapter and imports no WASI.
+//!
+//! A module the Go toolchain built (it has a `go:buildid` custom section) must
+//! also be a reactor (`-buildmode=c-shared`: `_initialize`, not `_start`) and
+//! carry the Go SDK's memory reservation for the adapter; otherwise the
+//! component could be written but would trap at load, so it is refused with the
+//! fix named.
 
 use std::path::{Path, PathBuf};
 
@@ -129,6 +135,14 @@ pub enum ComponentizeError {
         /// What the canonical ABI needs.
         expected: String,
     },
+    /// A Go module built as a command (`_start`): the component could never
+    /// start its Go runtime.
+    #[error("the module was built by Go as a command (it exports `_start`, not `_initialize`): its Go runtime would never start and the component would trap at load; build with -buildmode=c-shared (GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o core.wasm .)")]
+    GoCommand,
+    /// A Go module without the Go SDK's memory reservation for the WASI
+    /// adapter (not built with the SDK, or with one too old).
+    #[error("the module was built by Go but has no htlcgate Go SDK in it (its memory reservation for the WASI adapter, marked `htlcgate:preview1-adapter-arena1`, is missing), so the Go runtime's start-up would corrupt the adapter's memory; rebuild with htlcgate.dev/sdk/go (import it, call htlcgate.Register from an init function; use the SDK that comes with this htlcgate)")]
+    GoWithoutSdk,
     /// `wit-component` refused the module after the checks above.
     #[error("cannot build the component: {reason}")]
     Encode {
@@ -458,9 +472,40 @@ fn check_against_world(
     Ok(uses_wasi)
 }
 
+/// Whether the Go toolchain built the module: Go writes a `go:buildid` custom
+/// section into every module it links.
+fn built_by_go(core: &[u8]) -> bool {
+    Parser::new(0)
+        .parse_all(core)
+        .any(|payload| matches!(payload, Ok(Payload::CustomSection(c)) if c.name() == "go:buildid"))
+}
+
+/// What a Go module needs to load beyond the world's exports: built as a reactor
+/// (`-buildmode=c-shared` exports `_initialize`, which starts the Go runtime;
+/// a command's `_start` would run `main` and exit), and with the Go SDK's memory
+/// reservation for the WASI adapter (see [`adapter_arena`]).
+fn check_go(core: &[u8], exports: &[CoreItem]) -> Result<(), ComponentizeError> {
+    let exports_fn = |name: &str| exports.iter().any(|e| e.name == name);
+    if exports_fn("_start") && !exports_fn("_initialize") {
+        return Err(ComponentizeError::GoCommand);
+    }
+    match adapter_arena::find(core) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ComponentizeError::GoWithoutSdk),
+        Err(e) => Err(ComponentizeError::Encode {
+            reason: e.to_string(),
+        }),
+    }
+}
+
 /// Turns a core module into a component of the `decider` world.
 pub fn componentize(core: &[u8]) -> Result<Componentized, ComponentizeError> {
     let (imports, exports) = inspect(core)?;
+    if built_by_go(core) {
+        // Before the world's checks: an SDK-less Go module also lacks `decide`,
+        // and the Go-specific fix is the one that helps.
+        check_go(core, &exports)?;
+    }
     let uses_wasi = check_against_world(&imports, &exports)?;
     let encode_err = |e: anyhow::Error| ComponentizeError::Encode {
         reason: format!("{e:#}"),
@@ -484,6 +529,8 @@ pub fn componentize(core: &[u8]) -> Result<Componentized, ComponentizeError> {
     let mut module = core.to_vec();
     if uses_wasi {
         // A Go SDK module reserves memory for the adapter; see `adapter_arena`.
+        // (A Go module without it was refused above; another WASI module gets
+        // wit-component's default.)
         let arena = adapter_arena::find(core).map_err(|e| ComponentizeError::Encode {
             reason: e.to_string(),
         })?;
@@ -887,6 +934,69 @@ mod tests {
         let fine = dir.path().join("fine.wasm");
         write_atomically(&fine, b"component").unwrap();
         assert_eq!(std::fs::read(&fine).unwrap(), b"component");
+    }
+
+    /// A module shaped like the Go SDK's: the world's exports, WASI imports, a
+    /// `go:buildid` section, `start` exported (`_start` for a command,
+    /// `_initialize` for -buildmode=c-shared) and the adapter arena's marker if
+    /// `marker`.
+    fn go_module(start: &str, marker: bool) -> Vec<u8> {
+        let data = if marker {
+            format!(
+                r#"(data (i32.const 4096) "{}")"#,
+                std::str::from_utf8(adapter_arena::MARKER).unwrap()
+            )
+        } else {
+            String::new()
+        };
+        let extra = format!(
+            r#"(@custom "go:buildid" "Go build ID: \"abc/def\"")
+               (func (export "{start}"))
+               {data}"#
+        );
+        module_full(
+            r#"(import "wasi_snapshot_preview1" "random_get" (func (param i32 i32) (result i32)))"#,
+            "i32",
+            &extra,
+        )
+    }
+
+    #[test]
+    fn a_go_module_built_as_a_reactor_with_the_sdk_is_accepted() {
+        let out = componentize(&go_module("_initialize", true)).unwrap();
+        assert!(out.uses_wasi);
+    }
+
+    #[test]
+    fn a_go_command_module_is_refused_with_the_build_mode_that_fixes_it() {
+        let err = componentize(&go_module("_start", true)).unwrap_err();
+        assert!(
+            matches!(err, ComponentizeError::GoCommand),
+            "wrong error: {err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`_start`")
+                && msg.contains("`_initialize`")
+                && msg.contains("build with -buildmode=c-shared"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_go_module_without_the_sdks_arena_is_refused_with_the_sdk_named() {
+        let err = componentize(&go_module("_initialize", false)).unwrap_err();
+        assert!(
+            matches!(err, ComponentizeError::GoWithoutSdk),
+            "wrong error: {err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("rebuild with htlcgate.dev/sdk/go"), "{msg}");
+        // A WASI module not built by Go (no go:buildid) keeps the fallback.
+        let not_go = module(
+            r#"(import "wasi_snapshot_preview1" "random_get" (func (param i32 i32) (result i32)))"#,
+        );
+        assert!(componentize(&not_go).unwrap().uses_wasi);
     }
 
     #[test]
