@@ -42,7 +42,7 @@
 //! `no-instance`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -230,11 +230,13 @@ pub struct PluginMetrics {
     seconds: AtomicHistogram,
     quarantined: Gauge,
     quarantines: Counter,
-    /// Whether this chain's instance of the plugin was seen quarantined.
+    /// Whether this chain's instance of the plugin was seen quarantined (read
+    /// without the lock to skip it on every HTLC a quarantined plugin misses).
     is_quarantined: AtomicBool,
-    /// Set when a newer chain was swapped in: a late HTLC on the old chain must
-    /// not mark the new chain's plugin quarantined.
-    retired: AtomicBool,
+    /// Whether a newer chain was swapped in (a late HTLC on the old chain must
+    /// not mark the new chain's plugin quarantined); held while the gauges
+    /// change, so marking and retiring cannot interleave.
+    retired: Mutex<bool>,
 }
 
 /// The per-plugin handles of one loaded chain, in chain order.
@@ -495,7 +497,8 @@ impl Metrics {
     pub fn chain(&self, names: &[Arc<str>], previous: Option<&ChainMetrics>) -> ChainMetrics {
         if let Some(prev) = previous {
             for p in &prev.plugins {
-                p.retired.store(true, Ordering::Relaxed);
+                let mut retired = p.retired.lock().unwrap_or_else(|e| e.into_inner());
+                *retired = true;
                 if p.is_quarantined.swap(false, Ordering::Relaxed) {
                     p.quarantined.set(0);
                     self.quarantined_now.dec();
@@ -535,7 +538,7 @@ impl Metrics {
                     quarantined: self.quarantined.get_or_create(&label).clone(),
                     quarantines: self.quarantines.get_or_create(&label).clone(),
                     is_quarantined: AtomicBool::new(false),
-                    retired: AtomicBool::new(false),
+                    retired: Mutex::new(false),
                 }
             })
             .collect();
@@ -599,12 +602,13 @@ impl Metrics {
             match &t.step {
                 // Not called: nothing was spent.
                 Step::Quarantined => {
-                    if !p.retired.load(Ordering::Relaxed)
-                        && !p.is_quarantined.swap(true, Ordering::Relaxed)
-                    {
-                        p.quarantined.set(1);
-                        p.quarantines.inc();
-                        self.quarantined_now.inc();
+                    if !p.is_quarantined.load(Ordering::Relaxed) {
+                        let retired = p.retired.lock().unwrap_or_else(|e| e.into_inner());
+                        if !*retired && !p.is_quarantined.swap(true, Ordering::Relaxed) {
+                            p.quarantined.set(1);
+                            p.quarantines.inc();
+                            self.quarantined_now.inc();
+                        }
                     }
                     continue;
                 }
@@ -838,6 +842,40 @@ mod tests {
             sample(&text, r#"htlcgate_plugin_quarantines_total{plugin="spin"}"#),
             Some(2.0)
         );
+    }
+
+    /// Found in review: a late HTLC on the old chain could pass the `retired`
+    /// check, then a swap retired the chain and cleared nothing, then the HTLC
+    /// marked the plugin quarantined: the gauges stayed at 1 until restart while
+    /// the new instance was healthy. Raced many times over.
+    #[test]
+    fn a_quarantine_racing_a_swap_never_leaves_the_gauges_set() {
+        for round in 0..2000 {
+            let m = Arc::new(Metrics::new());
+            let old = Arc::new(m.chain(&names(&["spin"]), None));
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let late = {
+                let (m, old, barrier) = (m.clone(), old.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    m.trace(Some(&old), &[trace("spin", Step::Quarantined, 0)]);
+                })
+            };
+            barrier.wait();
+            let _fresh = m.chain(&names(&["spin"]), Some(&old));
+            late.join().unwrap();
+            let text = m.encode();
+            assert_eq!(
+                sample(&text, "htlcgate_plugins_quarantined"),
+                Some(0.0),
+                "round {round}"
+            );
+            assert_eq!(
+                sample(&text, r#"htlcgate_plugin_quarantined{plugin="spin"}"#),
+                Some(0.0),
+                "round {round}"
+            );
+        }
     }
 
     #[test]
