@@ -490,11 +490,23 @@ impl Gate {
 
     /// Handles one request from LND on stream `gen`.
     pub fn on_request(self: &Arc<Self>, gen: StreamGen, req: ForwardHtlcInterceptRequest) {
+        self.on_request_at(gen, req, None);
+    }
+
+    /// As [`Gate::on_request`], with the plugins' clock reading `clock_ms` (ms
+    /// since the Unix epoch) while they decide it: `htlcgate replay` passes the
+    /// time a line recorded; `None` is the real clock (the daemon).
+    pub fn on_request_at(
+        self: &Arc<Self>,
+        gen: StreamGen,
+        req: ForwardHtlcInterceptRequest,
+        clock_ms: Option<u64>,
+    ) {
         let received = Instant::now();
         if let Some(m) = &self.metrics {
             m.htlc_seen();
         }
-        let input = match HtlcInput::from_request(req) {
+        let input = match HtlcInput::from_request(req).map(|i| i.at(clock_ms)) {
             Ok(i) => i,
             Err(e) => {
                 // Without a key no answer is possible; LND always sets it.

@@ -13,7 +13,9 @@
 //! as LND's replays do). `[lnd]`, `[journal]`, `[metrics]` and `[audit]` are
 //! ignored. HTLCs are decided one at a time in file order, so stateful plugins see
 //! the traffic in the order it came. A plugin that reads the onion blob gets zeros
-//! of the recorded size (the log does not keep onions).
+//! of the recorded size (the log does not keep onions). The plugins' clock reads
+//! each line's recorded time, or a synthetic one ([`ReplayClock`]), never the
+//! wall clock.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -55,11 +57,14 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// One input line: the HTLC, and the verdict it got if the line is from the audit
-/// log.
+/// One input line: the HTLC, and when it was answered and the verdict it got if
+/// the line is from the audit log.
 #[derive(Debug, Deserialize)]
 struct InputLine {
     htlc: HtlcRecord,
+    /// When the answer was queued (RFC 3339), on audit log lines.
+    #[serde(default)]
+    time: Option<String>,
     #[serde(default)]
     verdict: Option<String>,
     #[serde(default)]
@@ -178,9 +183,11 @@ impl Replayer {
         })
     }
 
-    /// Decides one HTLC as the daemon would.
-    pub async fn decide(&mut self, htlc: &HtlcRecord) -> anyhow::Result<Outcome> {
-        self.gate.on_request(self.gen, htlc.to_request());
+    /// Decides one HTLC as the daemon would, with the plugins' clock reading
+    /// `clock_ms` (ms since the Unix epoch; see [`ReplayClock`]).
+    pub async fn decide(&mut self, htlc: &HtlcRecord, clock_ms: u64) -> anyhow::Result<Outcome> {
+        self.gate
+            .on_request_at(self.gen, htlc.to_request(), Some(clock_ms));
         let ev = tokio::time::timeout(self.limit, self.events.recv())
             .await
             .ok()
@@ -196,6 +203,41 @@ impl Replayer {
         while self.answers.try_recv().is_ok() {}
         Ok(Outcome::from_event(&ev))
     }
+}
+
+/// Where the clock of a line without a recorded time starts (`htlcgate corpus`
+/// output): 2026-01-01T00:00:00Z.
+pub const SYNTHETIC_START_MS: u64 = 1_767_225_600_000;
+
+/// The time the plugins' clock reads for each replayed HTLC: the time its line
+/// recorded (an audit log line's `time`); for a line without one (`htlcgate
+/// corpus` output), 1 ms after the previous line's, starting at
+/// [`SYNTHETIC_START_MS`]. Never the wall clock: a file replays to the same
+/// verdicts on any day.
+#[derive(Debug, Default)]
+pub struct ReplayClock {
+    /// The previous line's time.
+    last_ms: Option<u64>,
+}
+
+impl ReplayClock {
+    /// The clock for the next line, given the time it recorded.
+    pub fn next(&mut self, recorded_ms: Option<u64>) -> u64 {
+        let t = recorded_ms.unwrap_or_else(|| {
+            self.last_ms
+                .map_or(SYNTHETIC_START_MS, |l| l.saturating_add(1))
+        });
+        self.last_ms = Some(t);
+        t
+    }
+}
+
+/// An audit line's `time` (RFC 3339) in ms since the Unix epoch.
+fn parse_time(time: &str) -> Result<u64, String> {
+    let t = time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("`time` {time:?} is not an RFC 3339 time ({e})"))?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| format!("`time` {time:?} is before 1970"))
 }
 
 /// Counts and distributions over one chain's outcomes.
@@ -441,6 +483,8 @@ struct Read {
     file: String,
     line: u64,
     input: InputLine,
+    /// The line's `time` in ms since the Unix epoch, when it has one.
+    time_ms: Option<u64>,
 }
 
 /// Reads the JSON lines of every file in turn, calling `each` for every HTLC.
@@ -482,10 +526,17 @@ async fn read_all(
             }
             match serde_json::from_str::<InputLine>(text) {
                 Ok(input) => {
+                    let time_ms = match input.time.as_deref().map(parse_time).transpose() {
+                        Ok(t) => t,
+                        Err(e) => bail!(
+                            "{name}:{n}: {e}; write it as the audit log does (2026-03-01T10:00:00.000000Z), or delete the field to replay the line on a synthetic clock"
+                        ),
+                    };
                     each(Read {
                         file: name.clone(),
                         line: n,
                         input,
+                        time_ms,
                     })
                     .await?
                 }
@@ -540,6 +591,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let mut stats_b = Stats::default();
     let mut differ = 0u64;
     let mut seen = 0u64;
+    let mut clock = ReplayClock::default();
     if !args.json {
         match &b {
             None => out.line(&format!(
@@ -566,9 +618,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         }
         let key = h.key().to_string();
         let route = format!("{} → {}", h.scid_in(), h.scid_out());
+        let now_ms = clock.next(r.time_ms);
         match b.as_mut() {
             None => {
-                let o = a.decide(h).await?;
+                let o = a.decide(h, now_ms).await?;
                 stats_a.add(&o, r.input.verdict.as_deref());
                 if args.json {
                     let mut v = serde_json::json!({
@@ -607,7 +660,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 }
             }
             Some(b) => {
-                let (oa, ob) = tokio::join!(a.decide(h), b.decide(h));
+                let (oa, ob) = tokio::join!(a.decide(h, now_ms), b.decide(h, now_ms));
                 let (oa, ob) = (oa?, ob?);
                 stats_a.add(&oa, r.input.verdict.as_deref());
                 stats_b.add(&ob, r.input.verdict.as_deref());
@@ -706,6 +759,27 @@ mod tests {
         assert_eq!(percentile(&[7], 99), 7);
         assert_eq!(percentile(&[], 50), 0);
         assert_eq!(percentile(&[1, 2, 3], 50), 2);
+    }
+
+    #[test]
+    fn the_clock_reads_recorded_times_else_advances_1_ms_per_line_from_a_fixed_start() {
+        let mut c = ReplayClock::default();
+        assert_eq!(c.next(None), SYNTHETIC_START_MS);
+        assert_eq!(c.next(None), SYNTHETIC_START_MS + 1);
+        assert_eq!(c.next(Some(5_000)), 5_000);
+        assert_eq!(c.next(None), 5_001);
+        assert_eq!(
+            parse_time("2026-01-01T00:00:00.000000Z"),
+            Ok(SYNTHETIC_START_MS)
+        );
+        assert_eq!(
+            parse_time("2026-03-01T10:10:00.250000Z").unwrap() - SYNTHETIC_START_MS,
+            ((31 + 28) * 86_400 + 10 * 3600 + 600) * 1000 + 250
+        );
+        assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+        assert!(parse_time("1969-12-31T23:59:59Z")
+            .unwrap_err()
+            .contains("before 1970"));
     }
 
     #[test]

@@ -542,3 +542,76 @@ fn corpus_is_deterministic_for_a_seed_and_replays() {
     let (_, summary) = replay_json(&["--config", s(&a), s(&input)]);
     assert_eq!(summary["htlcs"], 25);
 }
+
+/// A config of one plugin `name` with `grants` and `config` (TOML inline table
+/// body), written to `dir/file`.
+fn one_plugin_config(dir: &Path, file: &str, name: &str, grants: &str, config: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        format!(
+            "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\ngrants = [{grants}]\nconfig = {{ {config} }}\n",
+            common::plugins_dir().join(format!("{name}.wasm")).display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// An audit-log line for `htlc`, answered at `time` with `verdict` by `by`.
+fn audit_line(time: &str, htlc: &HtlcRecord, verdict: &str, by: &str) -> String {
+    serde_json::json!({
+        "time": time,
+        "key": htlc.key().to_string(),
+        "verdict": verdict,
+        "decided_by": by,
+        "htlc": htlc,
+    })
+    .to_string()
+}
+
+/// Plugins read the clock a line recorded, not the replay's: two HTLCs on one
+/// channel ten minutes apart both pass a limit of one per minute, as they did.
+#[test]
+fn plugins_read_the_time_an_audit_line_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_plugin_config(
+        dir.path(),
+        "rate.toml",
+        "rate-limit",
+        "\"kv\"",
+        "max_htlcs = \"1\", window_secs = \"60\"",
+    );
+    let first = corpus(&fixture())[0].clone();
+    let mut second = first.clone();
+    second.htlc_id += 1;
+    let input = dir.path().join("audit.jsonl");
+    std::fs::write(
+        &input,
+        format!(
+            "{}\n{}\n",
+            audit_line("2026-03-01T10:00:00.000000Z", &first, "resume", "default"),
+            audit_line("2026-03-01T10:10:00.000000Z", &second, "resume", "default"),
+        ),
+    )
+    .unwrap();
+    let (lines, summary) = replay_json(&["--config", s(&cfg), s(&input)]);
+    assert_eq!(lines[0]["verdict"], "resume", "{lines:?}");
+    assert_eq!(lines[1]["verdict"], "resume", "{lines:?}");
+    assert_eq!(summary["recorded_differ"], 0);
+
+    // The same two a second apart: the limit holds.
+    std::fs::write(
+        &input,
+        format!(
+            "{}\n{}\n",
+            audit_line("2026-03-01T10:00:00.000000Z", &first, "resume", "default"),
+            audit_line("2026-03-01T10:00:01.000000Z", &second, "fail", "rate-limit"),
+        ),
+    )
+    .unwrap();
+    let (lines, summary) = replay_json(&["--config", s(&cfg), s(&input)]);
+    assert_eq!(lines[1]["verdict"], "fail", "{lines:?}");
+    assert_eq!(lines[1]["decided_by"], "rate-limit");
+    assert_eq!(summary["recorded_differ"], 0);
+}

@@ -10,8 +10,9 @@
 //! preopened directory, no environment, no arguments, no network; stdout and stderr
 //! go into htlcgate's log, rate-limited like the `log` import.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
@@ -164,6 +165,56 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// A plugin's wall clock (the world's `now-unix-ms` and WASI's wall clock): the
+/// real one, except during a decision whose HTLC carries a recorded time
+/// ([`HtlcInput::clock_ms`], set by `htlcgate replay`), when it reads that time.
+/// The daemon's HTLCs never carry one. The monotonic clock is always the real one.
+#[derive(Clone, Debug)]
+pub struct PluginClock {
+    /// The time the clock reads, in ms since the Unix epoch; [`PluginClock::REAL`]
+    /// for the real clock.
+    fixed_ms: Arc<AtomicU64>,
+}
+
+impl Default for PluginClock {
+    fn default() -> PluginClock {
+        PluginClock {
+            fixed_ms: Arc::new(AtomicU64::new(PluginClock::REAL)),
+        }
+    }
+}
+
+impl PluginClock {
+    /// The value of `fixed_ms` that means "the real clock".
+    const REAL: u64 = u64::MAX;
+
+    /// Reads `ms` (ms since the Unix epoch) from now on; `None`: the real clock.
+    pub fn set(&self, ms: Option<u64>) {
+        self.fixed_ms
+            .store(ms.unwrap_or(PluginClock::REAL), Ordering::Relaxed);
+    }
+
+    /// The time since the Unix epoch the plugin sees.
+    pub fn now(&self) -> Duration {
+        match self.fixed_ms.load(Ordering::Relaxed) {
+            PluginClock::REAL => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO),
+            ms => Duration::from_millis(ms),
+        }
+    }
+}
+
+impl wasmtime_wasi::HostWallClock for PluginClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_micros(1)
+    }
+
+    fn now(&self) -> Duration {
+        PluginClock::now(self)
+    }
+}
+
 /// Everything one plugin instance's store holds.
 pub struct PluginState {
     /// The plugin's name, for logs.
@@ -177,8 +228,10 @@ pub struct PluginState {
     /// The log rate limiter, shared with stdout/stderr.
     pub log: Arc<Mutex<LogLimiter>>,
     /// The HTLC being decided, for the `onion-blob` import (`None` outside
-    /// `decide`, `outcome` included).
-    pub current: Option<Arc<HtlcInput>>,
+    /// `decide`, `outcome` included); set with [`PluginState::set_current`].
+    current: Option<Arc<HtlcInput>>,
+    /// The wall clock the plugin reads (shared with its WASI context).
+    clock: PluginClock,
     /// The plugin's key-value namespace and its limits, when granted `kv`.
     pub kv: Option<(Arc<Namespace>, KvLimits)>,
     /// The node context for `channel` and `block-height`, when the sandbox has
@@ -194,19 +247,21 @@ impl PluginState {
     /// `log` is the plugin's limiter, kept across instances so that a plugin
     /// replaced after a fault does not get a fresh burst.
     pub fn new(plugin: Arc<str>, limit_bytes: usize, log: Arc<Mutex<LogLimiter>>) -> PluginState {
+        let clock = PluginClock::default();
         let mut b = WasiCtxBuilder::new();
-        b.stdout(LogStream {
-            log: log.clone(),
-            level: LogLevel::Info,
-        })
-        .stderr(LogStream {
-            log: log.clone(),
-            level: LogLevel::Warn,
-        })
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }));
+        b.wall_clock(clock.clone())
+            .stdout(LogStream {
+                log: log.clone(),
+                level: LogLevel::Info,
+            })
+            .stderr(LogStream {
+                log: log.clone(),
+                level: LogLevel::Warn,
+            })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
         PluginState {
             plugin,
             wasi: b.build(),
@@ -217,10 +272,18 @@ impl PluginState {
             },
             log,
             current: None,
+            clock,
             kv: None,
             node: None,
             ignores_outcomes: false,
         }
+    }
+
+    /// Sets the HTLC being decided (`None` after the call): the `onion-blob`
+    /// import reads it, and the clock reads its recorded time if it has one.
+    pub fn set_current(&mut self, current: Option<Arc<HtlcInput>>) {
+        self.clock.set(current.as_ref().and_then(|h| h.clock_ms));
+        self.current = current;
     }
 
     /// Runs a key-value operation; refused (and logged) without the namespace.
@@ -269,10 +332,7 @@ impl DeciderImports for PluginState {
     }
 
     fn now_unix_ms(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        self.clock.now().as_millis() as u64
     }
 
     fn onion_blob(&mut self) -> Vec<u8> {
@@ -380,5 +440,26 @@ impl tokio::io::AsyncWrite for LogStream {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugin_clock_reads_a_set_time_then_the_real_one_again() {
+        let c = PluginClock::default();
+        let real = |d: Duration| {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            now.abs_diff(d) < Duration::from_secs(60)
+        };
+        assert!(real(c.now()));
+        c.set(Some(1_700_000_000_123));
+        assert_eq!(c.now(), Duration::from_millis(1_700_000_000_123));
+        let wasi: &dyn wasmtime_wasi::HostWallClock = &c.clone();
+        assert_eq!(wasi.now(), Duration::from_millis(1_700_000_000_123));
+        c.set(None);
+        assert!(real(c.now()));
     }
 }

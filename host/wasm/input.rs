@@ -21,6 +21,11 @@ pub struct HtlcInput {
     pub record: Htlc,
     /// The onion blob, handed out only through the `onion-blob` import.
     pub onion_blob: Vec<u8>,
+    /// The time the plugins' clock reads while deciding this HTLC, in ms since
+    /// the Unix epoch: `htlcgate replay` sets the time its line recorded (so a
+    /// replay decides as the daemon did then); `None`, as for every HTLC from
+    /// LND, reads the real clock.
+    pub clock_ms: Option<u64>,
     /// `record` as world 0.1.0's `htlc`, built on first use by a 0.1.0 plugin.
     /// Never changed afterwards: `record` must not be changed once it is built
     /// (use [`HtlcInput::with_attempt`], whose change 0.1.0 does not see).
@@ -80,6 +85,7 @@ impl HtlcInput {
             key,
             record,
             onion_blob: req.onion_blob,
+            clock_ms: None,
             v01: OnceLock::new(),
         })
     }
@@ -90,6 +96,13 @@ impl HtlcInput {
         let mut input = self.clone();
         input.record.attempt = attempt;
         input
+    }
+
+    /// The same HTLC with the plugins' clock reading `clock_ms` while it is
+    /// decided (see [`HtlcInput::clock_ms`]).
+    pub fn at(mut self, clock_ms: Option<u64>) -> HtlcInput {
+        self.clock_ms = clock_ms;
+        self
     }
 
     /// The record as world 0.1.0's `htlc` (without `attempt`), for 0.1.0 plugins:

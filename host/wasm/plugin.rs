@@ -479,12 +479,12 @@ impl Plugin {
         let store = &mut live.store;
         store.set_fuel(self.cfg.fuel).expect("fuel is enabled");
         store.set_epoch_deadline(ticks(self.cfg.timeout));
-        store.data_mut().current = current;
+        store.data_mut().set_current(current);
         // The deadline only runs while the ticker ticks: marked from before the call.
         self.marker.enter();
         let r = f(&live.exports, store);
         self.marker.exit();
-        store.data_mut().current = None;
+        store.data_mut().set_current(None);
         if store.data().ignores_outcomes && !self.ignores_outcomes {
             self.ignores_outcomes = true;
             tracing::debug!(
