@@ -127,11 +127,22 @@ pub fn new_project(args: &NewArgs) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Fills a template's placeholders: `{{name}}`, `{{name_snake}}`, `{{sdk}}` (the
+/// checkout's path as text) and `{{sdk_go_quoted}}` (its `sdk/go` as a quoted
+/// go.mod string, so that a path with a space or a quote stays one token).
 fn fill(template: &str, name: &str, sdk: &Path) -> String {
     template
         .replace("{{name}}", name)
         .replace("{{name_snake}}", &name.replace('-', "_"))
+        .replace("{{sdk_go_quoted}}", &go_quoted(&sdk.join("sdk/go")))
         .replace("{{sdk}}", &sdk.display().to_string())
+}
+
+/// `path` as a Go interpreted string literal, which go.mod accepts wherever a
+/// path goes. JSON's escapes (`\"`, `\\`, `\n`, `\u00XX`, ...) are all valid in
+/// Go string literals, and a JSON string is never written with others.
+fn go_quoted(path: &Path) -> String {
+    serde_json::to_string(&path.display().to_string()).expect("a string serializes")
 }
 
 fn rust_files(name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
@@ -272,7 +283,7 @@ go 1.24
 
 require htlcgate.dev/sdk/go v0.0.0
 
-replace htlcgate.dev/sdk/go => {{sdk}}/sdk/go
+replace htlcgate.dev/sdk/go => {{sdk_go_quoted}}
 "#;
 
 const GO_MAIN: &str = r#"// Command {{name}} is an htlcgate policy plugin: it fails forwards that pay this
@@ -480,6 +491,19 @@ mod tests {
             let err = check_name(bad).unwrap_err().to_string();
             assert!(err.contains("lowercase"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn go_mod_paths_are_quoted_go_strings() {
+        assert_eq!(
+            go_quoted(Path::new("/home/a b/\"x\"\\y/sdk/go")),
+            r#""/home/a b/\"x\"\\y/sdk/go""#
+        );
+        let go_mod = fill(GO_MOD, "p", Path::new("/a b"));
+        assert!(
+            go_mod.contains(r#"replace htlcgate.dev/sdk/go => "/a b/sdk/go""#),
+            "{go_mod}"
+        );
     }
 
     #[test]

@@ -349,6 +349,40 @@ fn a_new_go_plugin_passes_its_test_builds_and_decides() {
 }
 
 #[test]
+fn a_new_go_plugin_whose_sdk_path_has_a_space_gets_a_go_mod_that_go_reads() {
+    // A checkout at a path with a space (its sdk/ linked to this one's).
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = dir.path().join("htlcgate checkout");
+    std::fs::create_dir(&checkout).unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::os::unix::fs::symlink(repo.join("sdk"), checkout.join("sdk")).unwrap();
+    let out = htlcgate(&[
+        "plugin",
+        "new",
+        "min-fee",
+        "--lang",
+        "go",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--sdk",
+        checkout.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let project = dir.path().join("min-fee");
+    let edit = run_in(&project, "go", &["mod", "edit", "-json"]);
+    assert!(edit.status.success(), "{}", text(&edit));
+    let json: serde_json::Value = serde_json::from_slice(&edit.stdout).unwrap();
+    let sdk_go = checkout.canonicalize().unwrap().join("sdk/go");
+    assert_eq!(
+        json["Replace"][0]["New"]["Path"].as_str(),
+        sdk_go.to_str(),
+        "{json}"
+    );
+    let test = run_in(&project, "go", &["test", "./..."]);
+    assert!(test.status.success(), "{}", text(&test));
+}
+
+#[test]
 fn a_new_assemblyscript_plugin_passes_its_test_and_builds() {
     // The SDK's node_modules (scripts/setup) must exist for an offline install.
     common::plugins_dir();
