@@ -96,8 +96,19 @@ export async function loadPlugin(path, config = {}, node = {}) {
   const limits = node.kvLimits ?? {};
   let current = null;
   let instance;
-  const mem = () => new DataView(instance.exports.memory.buffer);
-  const bytes = (ptr, len) => new Uint8Array(instance.exports.memory.buffer, ptr, len);
+  // Log calls made while the module is instantiated (the plugin's top-level
+  // code runs then, before its exports exist), read once it is.
+  const early = [];
+  // The module's memory. Memory.grow detaches the old buffer: take a view only
+  // after whatever may allocate (cabi_realloc), never across it.
+  const buffer = () => {
+    if (!instance) {
+      throw new Error("the plugin's top-level code called a host function other than log while the module was instantiated, when the harness cannot reach its memory yet; call it from init or decide");
+    }
+    return instance.exports.memory.buffer;
+  };
+  const mem = () => new DataView(buffer());
+  const bytes = (ptr, len) => new Uint8Array(buffer(), ptr, len);
   const alloc = (len, align) => instance.exports.cabi_realloc(0, 0, align, len) >>> 0;
   const put = (data, align = 1) => {
     const ptr = alloc(data.length, align);
@@ -105,13 +116,16 @@ export async function loadPlugin(path, config = {}, node = {}) {
     return ptr;
   };
   const putList = (at, data) => {
-    mem().setUint32(at, data.length ? put(data) : 1, true);
+    const ptr = data.length ? put(data) : 1;
+    mem().setUint32(at, ptr, true);
     mem().setUint32(at + 4, data.length, true);
   };
+  const logLine = (level, ptr, len) => ({ level: LEVELS[level], message: new TextDecoder().decode(bytes(ptr, len).slice()) });
   const imports = {
     $root: {
       log(level, ptr, len) {
-        lines.push({ level: LEVELS[level], message: new TextDecoder().decode(bytes(ptr, len).slice()) });
+        if (!instance) early.push([level, ptr, len]);
+        else lines.push(logLine(level, ptr, len));
       },
       "now-unix-ms"() {
         return BigInt(Date.now());
@@ -179,6 +193,8 @@ export async function loadPlugin(path, config = {}, node = {}) {
     return true;
   };
   ({ instance } = await WebAssembly.instantiate(await readFile(path), imports));
+  // Nothing ran since: the early lines are still where the plugin wrote them.
+  for (const [level, ptr, len] of early) lines.push(logLine(level, ptr, len));
 
   const enc = new TextEncoder();
   const pairs = Object.entries(config).sort(([a], [b]) => (a < b ? -1 : 1));

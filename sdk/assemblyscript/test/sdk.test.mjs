@@ -28,6 +28,7 @@ function build(name) {
 const core = build("fixture");
 const powers = build("powers");
 const unexported = build("unexported");
+const toplevel = build("toplevel");
 
 test("state survives between calls and the onion blob is read lazily", async () => {
   const p = await loadPlugin(core);
@@ -163,4 +164,21 @@ test("memory does not grow across outcomes and kv calls", async () => {
     p.outcome(outcome("link-failed", { linkFailure: { wireFailureCode: 12, detail: "x".repeat(4096), message: "" } }));
   }
   assert.equal(p.memoryBytes(), after1);
+});
+
+test("a custom record larger than memory grows it while the harness writes it", async () => {
+  const p = await loadPlugin(core, { mode: "settle" });
+  const h = forward(2000n, 1000n);
+  h.customRecords.set(65537n, new Uint8Array(200_000).fill(7));
+  const before = p.memoryBytes();
+  const v = p.decide(h);
+  assert.equal(v.kind, "settle");
+  assert.equal(v.preimage[0], 1);
+  assert.ok(p.memoryBytes() > before, "memory did not grow: the test proves nothing");
+});
+
+test("a plugin whose top-level code logs loads, and the line is kept", async () => {
+  const p = await loadPlugin(toplevel);
+  assert.deepEqual(p.lines, [{ level: "info", message: "top-level code ran" }]);
+  assert.deepEqual(p.decide(forward(2000n, 1000n)), { kind: "next" });
 });
