@@ -92,6 +92,20 @@ pub struct GateOptions {
     pub node: Option<NodeContext>,
 }
 
+/// How the time a plugin holds an HTLC for passes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HoldTime {
+    /// Real time: the HTLC's task sleeps until the hold is over, and LND's
+    /// events, the block height and shutdown can end it early (the daemon).
+    #[default]
+    Real,
+    /// Simulated time, for `htlcgate replay`: nothing sleeps; each hold adds the
+    /// time asked for to the HTLC's clock ([`HtlcInput::clock_ms`]) and to its
+    /// time held, which `max_hold_ms` bounds as in the daemon (decisions take no
+    /// time here). Without LND nothing else ends a hold.
+    Simulated,
+}
+
 /// Identifies one connection to LND.
 pub type StreamGen = u64;
 
@@ -190,6 +204,8 @@ pub struct Gate {
     health: Arc<Health>,
     audit: Option<AuditLog>,
     node: Option<NodeContext>,
+    /// How holds wait.
+    hold_time: HoldTime,
     /// Shutting down: holds end with their `on_hold_expiry` verdict.
     stopping: AtomicBool,
 }
@@ -220,6 +236,18 @@ impl Gate {
         cfg: ChainConfig,
         journal: Journal,
         opts: GateOptions,
+    ) -> Arc<Gate> {
+        Gate::with_hold_time(chain, cfg, journal, opts, HoldTime::Real)
+    }
+
+    /// A gate as [`Gate::with_options`] whose holds pass in `hold_time`
+    /// ([`HoldTime::Simulated`] for `htlcgate replay`).
+    pub fn with_hold_time(
+        chain: Chain,
+        cfg: ChainConfig,
+        journal: Journal,
+        opts: GateOptions,
+        hold_time: HoldTime,
     ) -> Arc<Gate> {
         let GateOptions {
             observer,
@@ -266,6 +294,7 @@ impl Gate {
             health,
             audit,
             node,
+            hold_time,
             stopping: AtomicBool::new(false),
         })
     }
@@ -596,6 +625,8 @@ impl Gate {
         // The hold saw the height reach `auto_fail_height` (kept: the height can
         // go down again in a reorg, and the answer must stay withheld).
         let mut past_auto_fail = false;
+        // Time held so far, with simulated hold time.
+        let mut held_for = Duration::ZERO;
         // Set by whoever answers this HTLC: the chain's thread (see `direct`) or
         // this task (budget, hold expiry).
         let claim = Arc::new(AtomicBool::new(false));
@@ -627,7 +658,11 @@ impl Gate {
                 m.held(&hold.plugin);
             }
             tracing::debug!(circuit = %key, plugin = &*hold.plugin, after_ms = hold.after.as_millis() as u64, attempt = input.record.attempt, "HTLC held by plugin");
-            match self.wait_hold(&input, &hold, received, &live, &sig).await {
+            let end = match self.hold_time {
+                HoldTime::Real => self.wait_hold(&input, &hold, received, &live, &sig).await,
+                HoldTime::Simulated => simulated_hold(&hold, &mut held_for, live.cfg.max_hold),
+            };
+            match end {
                 // This round's faults and costs never reach `answer`: counted now.
                 HoldEnd::Again => self.count_round(&live, &decision.trace),
                 HoldEnd::Expired(why) => {
@@ -657,7 +692,14 @@ impl Gate {
                 0
             };
             live = now;
-            input = Arc::new(input.with_attempt(input.record.attempt.saturating_add(1)));
+            let mut again = input.with_attempt(input.record.attempt.saturating_add(1));
+            if self.hold_time == HoldTime::Simulated {
+                // The plugins' clock moved on by the hold.
+                again.clock_ms = again
+                    .clock_ms
+                    .map(|ms| ms.saturating_add(hold.after.as_millis() as u64));
+            }
+            input = Arc::new(again);
         };
         if signal.is_some() {
             self.end_hold(key);
@@ -1028,6 +1070,19 @@ impl Gate {
     }
 }
 
+/// One hold in simulated time ([`HoldTime::Simulated`]): as [`Gate::wait_hold`]
+/// with no time spent deciding. The hold ends at `max_hold` (`cap`) when the next
+/// ask would come at or after it (the daemon's hold would reach the cap first);
+/// otherwise its time is added to `held_for` and the chain is asked again.
+fn simulated_hold(hold: &HoldRequest, held_for: &mut Duration, cap: Duration) -> HoldEnd {
+    let again = held_for.saturating_add(hold.after);
+    if again >= cap {
+        return HoldEnd::Expired("max_hold_ms reached");
+    }
+    *held_for = again;
+    HoldEnd::Again
+}
+
 /// Remembers an answer sent on `cur`: the last key, and resume/fail answers for the
 /// on-chain window (a settle is never refused for being on-chain).
 fn note_answer(cur: &mut CurrentStream, key: CircuitKey, verdict: &Verdict) {
@@ -1045,4 +1100,35 @@ fn note_answer(cur: &mut CurrentStream, key: CircuitKey, verdict: &Verdict) {
         cur.recent.pop_front();
     }
     cur.recent.push_back((now, key));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_simulated_hold_ends_when_its_next_ask_would_reach_the_cap() {
+        let hold = |ms| HoldRequest {
+            stage: 0,
+            plugin: Arc::from("p"),
+            after: Duration::from_millis(ms),
+        };
+        let cap = Duration::from_millis(100);
+        let mut held = Duration::ZERO;
+        assert!(matches!(
+            simulated_hold(&hold(40), &mut held, cap),
+            HoldEnd::Again
+        ));
+        assert!(matches!(
+            simulated_hold(&hold(40), &mut held, cap),
+            HoldEnd::Again
+        ));
+        assert_eq!(held, Duration::from_millis(80));
+        // 80 + 20 = 100: the daemon's hold reaches the cap as the ask falls due.
+        assert!(matches!(
+            simulated_hold(&hold(20), &mut held, cap),
+            HoldEnd::Expired(_)
+        ));
+        assert_eq!(held, Duration::from_millis(80));
+    }
 }

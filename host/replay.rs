@@ -8,14 +8,18 @@
 //!
 //! A replay never touches the production journal or plugin state: each chain runs
 //! behind a gate with an in-memory journal ([`Journal::in_memory`]) and a sandbox of
-//! its own (plugin key-value state in memory), exactly as the daemon would decide
-//! (same budget, `on_fault`, quarantine; a key seen twice gets its first verdict,
-//! as LND's replays do). `[lnd]`, `[journal]`, `[metrics]` and `[audit]` are
-//! ignored. HTLCs are decided one at a time in file order, so stateful plugins see
-//! the traffic in the order it came. A plugin that reads the onion blob gets zeros
-//! of the recorded size (the log does not keep onions). The plugins' clock reads
-//! each line's recorded time, or a synthetic one ([`ReplayClock`]), never the
-//! wall clock.
+//! its own (plugin key-value state in memory), deciding as the daemon would (same
+//! budget, `on_fault`, quarantine; a key seen twice gets its first verdict, as
+//! LND's replays do). `[lnd]`, `[journal]`, `[metrics]` and `[audit]` are ignored.
+//! HTLCs are decided one at a time in file order, so stateful plugins see the
+//! traffic in the order it came. The plugins' clock reads each line's recorded
+//! time, or a synthetic one ([`ReplayClock`]), never the wall clock. A plugin's
+//! hold passes in simulated time ([`HoldTime::Simulated`]): the chain is asked
+//! again at once, the clock moved on by the hold, up to `max_hold_ms`, then the
+//! holder's `on_hold_expiry` applies; a held HTLC's later asks come before the
+//! next line's, not between the lines that arrived during the hold. A plugin that
+//! reads the onion blob gets zeros of the recorded size (the log does not keep
+//! onions).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -30,7 +34,7 @@ use tokio::sync::mpsc;
 use crate::audit::{decided_by, AuditStep};
 use crate::chain::Chain;
 use crate::config::Config;
-use crate::gate::{DecisionEvent, Gate, GateOptions, StreamGen};
+use crate::gate::{DecisionEvent, Gate, GateOptions, HoldTime, StreamGen};
 use crate::journal::Journal;
 use crate::lnd::proto::routerrpc::ForwardHtlcInterceptResponse;
 use crate::record::HtlcRecord;
@@ -84,9 +88,12 @@ pub struct Outcome {
     pub source: String,
     /// Fuel the chain used.
     pub fuel: u64,
-    /// Chain time in µs.
+    /// Chain time in µs (of the last ask, for a held HTLC).
     pub us: u64,
-    /// Each plugin's step.
+    /// How many times the chain was asked (1, or 1 + the holds).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Each plugin's step (in the last ask, for a held HTLC).
     pub plugins: Vec<AuditStep>,
     /// The verdict itself, to compare two chains exactly.
     #[serde(skip)]
@@ -118,8 +125,18 @@ impl Outcome {
             source: source.into(),
             fuel: plugins.iter().map(|p| p.fuel).sum(),
             us: d.elapsed.as_micros() as u64,
+            attempt: ev.input.as_ref().map_or(0, |i| i.record.attempt),
             plugins,
             verdict_value: Some(d.verdict.clone()),
+        }
+    }
+
+    /// Who decided, for people: the plugin, with `(on_fault)` or
+    /// `(on_hold_expiry)` when the verdict is its configured one.
+    pub fn by(&self) -> String {
+        match self.source.as_str() {
+            "on_fault" | "on_hold_expiry" => format!("{} ({})", self.decided_by, self.source),
+            _ => self.decided_by.clone(),
         }
     }
 
@@ -154,21 +171,23 @@ impl Replayer {
             .with_context(|| format!("loading the chain of {}", config.display()))?;
         let plugins = chain.names().iter().map(|n| n.to_string()).collect();
         let (tx, events) = mpsc::unbounded_channel();
-        // A longer wait than the budget: a decision always ends within it.
-        let limit = cfg.chain.budget + Duration::from_secs(30);
-        // Offline there is no LND holding the HTLC and no time to wait: a plugin's
-        // hold ends at once with its on_hold_expiry verdict (shown as decided by
-        // "<plugin> (on_hold_expiry)"), what it would get if nothing freed up.
-        let mut chain_cfg = cfg.chain.clone();
-        chain_cfg.max_hold = Duration::ZERO;
-        let gate = Gate::with_options(
+        // A longer wait than a decision takes: each round within the budget, and
+        // the rounds of a held HTLC (simulated time, so each takes less real time
+        // than the hold it follows unless a plugin is slower than its own holds)
+        // within max_hold_ms.
+        let limit = cfg.chain.budget + cfg.chain.max_hold + Duration::from_secs(30);
+        // A plugin's hold passes in simulated time: the chain is asked again at
+        // once with the clock moved on by the hold, up to max_hold_ms, then the
+        // holder's on_hold_expiry verdict (shown as "<plugin> (on_hold_expiry)").
+        let gate = Gate::with_hold_time(
             chain,
-            chain_cfg,
+            cfg.chain.clone(),
             Journal::in_memory(),
             GateOptions {
                 observer: Some(tx),
                 ..GateOptions::default()
             },
+            HoldTime::Simulated,
         );
         let (answers_tx, answers) = mpsc::unbounded_channel();
         let gen = gate.open_stream(answers_tx);
@@ -653,7 +672,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                         thousands(h.outgoing_amount_msat),
                         h.fee_msat(),
                         o.verdict,
-                        o.decided_by,
+                        o.by(),
                         thousands(o.fuel),
                         o.us,
                     ))?;
@@ -686,9 +705,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                             thousands(h.outgoing_amount_msat),
                             h.fee_msat(),
                             oa.detail,
-                            oa.decided_by,
+                            oa.by(),
                             ob.detail,
-                            ob.decided_by,
+                            ob.by(),
                         ))?;
                     }
                 }
@@ -825,6 +844,7 @@ mod tests {
                 fuel: 1,
                 us: 1,
             }],
+            attempt: 1,
             verdict_value: None,
         };
         for i in 1..=100 {

@@ -280,13 +280,16 @@ fn against_shows_exactly_the_htlcs_whose_verdicts_differ() {
     assert_eq!(summary["differ"], 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_audit_log_written_by_a_live_gate_replays_to_the_same_verdicts() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = A.write(dir.path(), "a.toml");
-    let b = B.write(dir.path(), "b.toml");
-    let cfg = Config::load(&a).unwrap();
-    let audit_path = dir.path().join("audit.jsonl");
+/// Sends `htlcs` through a live gate (the mock LND over TLS) deciding with
+/// `config`'s chain, and waits for their audit lines in `dir/audit.jsonl`:
+/// returns the file and its lines by key.
+async fn live_audit_log(
+    dir: &Path,
+    config: &Path,
+    htlcs: &[HtlcRecord],
+) -> (PathBuf, HashMap<String, AuditLine>) {
+    let cfg = Config::load(config).unwrap();
+    let audit_path = dir.join("audit.jsonl");
     let log = AuditLog::open(
         &AuditConfig {
             path: audit_path.clone(),
@@ -297,7 +300,7 @@ async fn an_audit_log_written_by_a_live_gate_replays_to_the_same_verdicts() {
         None,
     )
     .unwrap();
-    let mock = MockLnd::start(MockOptions::new(dir.path().join("lnd")))
+    let mock = MockLnd::start(MockOptions::new(dir.join("lnd")))
         .await
         .unwrap();
     let sandbox = Sandbox::new(&cfg.sandbox).unwrap();
@@ -314,8 +317,7 @@ async fn an_audit_log_written_by_a_live_gate_replays_to_the_same_verdicts() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(htlcgate::lnd::stream::run(mock.endpoint(), gate, stop_rx));
     mock.wait_connected(PATIENCE).await.unwrap();
-    let htlcs = corpus(&fixture());
-    for h in &htlcs {
+    for h in htlcs {
         mock.send_htlc(h.to_request());
     }
     mock.wait_resolved(htlcs.len(), PATIENCE).await.unwrap();
@@ -336,7 +338,7 @@ async fn an_audit_log_written_by_a_live_gate_replays_to_the_same_verdicts() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop.send(true);
-    let recorded: HashMap<String, AuditLine> = std::fs::read_to_string(&audit_path)
+    let recorded = std::fs::read_to_string(&audit_path)
         .unwrap()
         .lines()
         .map(|l| {
@@ -344,6 +346,16 @@ async fn an_audit_log_written_by_a_live_gate_replays_to_the_same_verdicts() {
             (line.key.clone(), line)
         })
         .collect();
+    (audit_path, recorded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_written_by_a_live_gate_replays_to_the_same_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = A.write(dir.path(), "a.toml");
+    let b = B.write(dir.path(), "b.toml");
+    let htlcs = corpus(&fixture());
+    let (audit_path, recorded) = live_audit_log(dir.path(), &a, &htlcs).await;
 
     // The same chain re-decides every line as it was decided live.
     let audit = s(&audit_path).to_owned();
@@ -614,4 +626,72 @@ fn plugins_read_the_time_an_audit_line_recorded() {
     assert_eq!(lines[1]["verdict"], "fail", "{lines:?}");
     assert_eq!(lines[1]["decided_by"], "rate-limit");
     assert_eq!(summary["recorded_differ"], 0);
+}
+
+/// A config whose chain starts with the hold fixture (holding `holds` times for
+/// `hold_ms` each), then `A`'s policy, with `[chain] max_hold_ms`.
+fn holding_config(dir: &Path, file: &str, holds: u32, hold_ms: u32, max_hold_ms: u64) -> PathBuf {
+    let a = std::fs::read_to_string(A.write(dir, "policy.toml")).unwrap();
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        format!(
+            "[chain]\nmax_hold_ms = {max_hold_ms}\n\n[[plugin]]\nname = \"hold-fixture\"\npath = \"{}\"\ngrants = [\"kv\"]\nconfig = {{ holds = \"{holds}\", hold_ms = \"{hold_ms}\" }}\n\n{}",
+            common::plugins_dir().join("hold-fixture.wasm").display(),
+            a.split_once("[[plugin]]").map(|(_, rest)| format!("[[plugin]]{rest}")).unwrap(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A plugin's hold is asked again on replay's simulated clock, as the daemon asks
+/// it again after the hold: HTLCs the fixture holds twice and then passes get the
+/// verdicts they got live, and so do holds that run into `max_hold_ms` (the
+/// fixture's `on_hold_expiry`, labelled as such).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_htlcs_replay_to_the_verdicts_a_live_gate_gave_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let passes = holding_config(dir.path(), "passes.toml", 2, 10, 10_000);
+    let htlcs = corpus(&fixture());
+    let (audit_path, recorded) = live_audit_log(dir.path(), &passes, &htlcs).await;
+    assert!(
+        recorded.values().all(|l| l.decided_by != "hold-fixture"),
+        "the fixture passes after its holds"
+    );
+    let (audit, cfg) = (s(&audit_path).to_owned(), s(&passes).to_owned());
+    let (lines, summary) =
+        tokio::task::spawn_blocking(move || replay_json(&["--config", &cfg, &audit]))
+            .await
+            .unwrap();
+    for l in &lines {
+        let rec = &recorded[l["key"].as_str().unwrap()];
+        assert_eq!(l["decided_by"], rec.decided_by.as_str(), "{l}");
+        assert_eq!(l["attempt"], 3, "asked three times: {l}");
+    }
+    assert_eq!(summary["recorded_compared"], htlcs.len() as u64);
+    assert_eq!(summary["recorded_differ"], 0);
+
+    // Held until the cap: on_hold_expiry (fail), by the fixture, in both.
+    let dir = tempfile::tempdir().unwrap();
+    let forever = holding_config(dir.path(), "forever.toml", u32::MAX, 20, 100);
+    let (audit_path, recorded) = live_audit_log(dir.path(), &forever, &htlcs[..3]).await;
+    assert!(recorded
+        .values()
+        .all(|l| l.decided_by == "hold-fixture" && l.source == "on_hold_expiry"));
+    let (audit, cfg) = (s(&audit_path).to_owned(), s(&forever).to_owned());
+    let (lines, summary) =
+        tokio::task::spawn_blocking(move || replay_json(&["--config", &cfg, &audit]))
+            .await
+            .unwrap();
+    for l in &lines {
+        assert_eq!(l["decided_by"], "hold-fixture", "{l}");
+        assert_eq!(l["source"], "on_hold_expiry", "{l}");
+        // Asked at 0, 20, 40, 60 and 80 ms; the next ask would be at the cap.
+        assert_eq!(l["attempt"], 5, "{l}");
+    }
+    assert_eq!(summary["recorded_differ"], 0);
+    let (ok, text, err) = htlcgate(&["replay", "--config", s(&forever), s(&audit_path)]);
+    assert!(ok, "{err}");
+    assert!(text.contains("by hold-fixture (on_hold_expiry)"), "{text}");
 }
