@@ -413,6 +413,68 @@ fn an_init_that_never_ends_refuses_the_whole_chain_before_lnd() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// sleep (a wait in WASI host code, where fuel and the epoch do not run)
+// ---------------------------------------------------------------------------
+
+/// Runs `f` on its own thread and gives up after `limit` (the bug these tests
+/// catch is a call that never returns).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .expect("the call did not return: a wait in host code outlived its deadline")
+}
+
+/// Found in review: `std::thread::sleep` (a WASI `pollable.block`) ran in host
+/// code, where neither fuel nor the epoch deadline counts: a plugin that slept
+/// an hour held its stage for an hour, never faulted, never was quarantined,
+/// and every HTLC meanwhile ran out of the chain's budget.
+#[test]
+fn a_sleep_in_decide_ends_at_the_timeout_as_a_deadline_fault() {
+    let mut cfg = fixture("sleep", "sleep-decide", &[]);
+    cfg.timeout = Duration::from_millis(200);
+    let mut p = load(cfg);
+    let (steps, quarantined) = within(Duration::from_secs(60), move || {
+        let steps: Vec<Step> = (0..2)
+            .map(|id| p.decide(&input(forward(id, 1000, 10))).0)
+            .collect();
+        (steps, p.is_quarantined())
+    });
+    for step in steps {
+        assert_eq!(
+            step,
+            Step::Fault(PluginFault::Deadline {
+                timeout: Duration::from_millis(200)
+            })
+        );
+    }
+    assert!(!quarantined);
+}
+
+#[test]
+fn a_sleep_shorter_than_the_timeout_answers() {
+    let mut cfg = fixture("sleep", "sleep-short", &[("decide_ms", "5")]);
+    cfg.timeout = Duration::from_secs(10);
+    let mut p = load(cfg);
+    assert_eq!(p.decide(&input(forward(1, 1000, 10))).0, Step::Next);
+}
+
+#[test]
+fn a_sleep_in_init_is_refused_at_the_init_timeout() {
+    let mut cfg = fixture("sleep", "sleep-init", &[("init_ms", "3600000")]);
+    cfg.init_timeout = Duration::from_millis(200);
+    let fault = within(Duration::from_secs(60), move || init_fault(cfg));
+    assert_eq!(
+        fault,
+        PluginFault::Deadline {
+            timeout: Duration::from_millis(200)
+        }
+    );
+}
+
 /// A finite slow init (a few million iterations, well within the default
 /// `init_fuel`), with a deadline generous enough for a loaded machine.
 fn slow_init(name: &str, config: &[(&str, &str)]) -> PluginConfig {

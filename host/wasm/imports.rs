@@ -239,6 +239,9 @@ pub struct PluginState {
     pub node: Option<NodeContext>,
     /// The plugin called `ignore-outcomes`: its `outcome` export does nothing.
     pub ignores_outcomes: bool,
+    /// When the running call must end (its timeout from its start): WASI waits
+    /// end there ([`crate::wasm::wait`]), as the epoch deadline ends wasm code.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl PluginState {
@@ -276,6 +279,7 @@ impl PluginState {
             kv: None,
             node: None,
             ignores_outcomes: false,
+            deadline: None,
         }
     }
 

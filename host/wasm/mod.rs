@@ -13,4 +13,5 @@ pub mod node;
 pub mod outcome;
 pub mod plugin;
 pub mod v01;
+pub mod wait;
 pub mod world;

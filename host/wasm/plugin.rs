@@ -321,6 +321,7 @@ impl Plugin {
         store.set_fuel(self.cfg.init_fuel).expect("fuel is enabled");
         store.set_epoch_deadline(ticks(self.cfg.init_timeout));
         store.epoch_deadline_trap();
+        store.data_mut().deadline = Some(std::time::Instant::now() + self.cfg.init_timeout);
         let classify = |store: &Store<PluginState>, e: &wasmtime::Error| {
             PluginFault::from_call_error(
                 e,
@@ -479,6 +480,7 @@ impl Plugin {
         let store = &mut live.store;
         store.set_fuel(self.cfg.fuel).expect("fuel is enabled");
         store.set_epoch_deadline(ticks(self.cfg.timeout));
+        store.data_mut().deadline = Some(std::time::Instant::now() + self.cfg.timeout);
         store.data_mut().set_current(current);
         // The deadline only runs while the ticker ticks: marked from before the call.
         self.marker.enter();

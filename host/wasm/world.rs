@@ -57,6 +57,7 @@ pub enum PrepareError {
 fn linker_v02(sandbox: &Sandbox) -> wasmtime::Result<Linker<PluginState>> {
     let mut linker = Linker::new(&sandbox.engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    super::wait::bound_waits(&mut linker)?;
     Decider::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -66,6 +67,7 @@ fn linker_v02(sandbox: &Sandbox) -> wasmtime::Result<Linker<PluginState>> {
 fn linker_v01(sandbox: &Sandbox) -> wasmtime::Result<Linker<PluginState>> {
     let mut linker = Linker::new(&sandbox.engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    super::wait::bound_waits(&mut linker)?;
     v01::bindings::Decider::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
