@@ -96,17 +96,35 @@ impl LogLimiter {
 
     /// Feeds raw stdout/stderr bytes; complete lines are logged at `level`.
     fn bytes(&mut self, level: LogLevel, bytes: &[u8]) {
-        self.partial.extend_from_slice(bytes);
-        while let Some(pos) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            self.line(level, &text);
+        let mut partial = std::mem::take(&mut self.partial);
+        split_lines(&mut partial, bytes, |line| {
+            self.line(level, &String::from_utf8_lossy(line))
+        });
+        self.partial = partial;
+    }
+}
+
+/// Cuts `partial` + `bytes` into lines for `emit` (without their newline) in one
+/// pass, keeping an unfinished tail in `partial`; a tail longer than
+/// [`MAX_LINE`] is emitted as a line of its own. (Draining `partial` line by line
+/// moved the rest of the buffer for every line: a write of newlines cost host
+/// time quadratic in its size, outside fuel and the deadline.)
+fn split_lines(partial: &mut Vec<u8>, bytes: &[u8], mut emit: impl FnMut(&[u8])) {
+    let mut rest = bytes;
+    while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+        if partial.is_empty() {
+            emit(&rest[..pos]);
+        } else {
+            partial.extend_from_slice(&rest[..pos]);
+            emit(partial);
+            partial.clear();
         }
-        if self.partial.len() > MAX_LINE {
-            let text = String::from_utf8_lossy(&self.partial).into_owned();
-            self.partial.clear();
-            self.line(level, &text);
-        }
+        rest = &rest[pos + 1..];
+    }
+    partial.extend_from_slice(rest);
+    if partial.len() > MAX_LINE {
+        emit(partial);
+        partial.clear();
     }
 }
 
@@ -407,8 +425,22 @@ impl Pollable for LogStream {
     async fn ready(&mut self) {}
 }
 
+/// Most bytes one `write` may carry (what `check-write` answers): each write is
+/// one host call, and bounding it bounds the host time a call spends here.
+const MAX_WRITE: usize = 64 * 1024;
+
 impl OutputStream for LogStream {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        // WASI lets a stream refuse more than `check-write` allowed; wasmtime
+        // passes any length through, so the limit is enforced here.
+        if bytes.len() > MAX_WRITE {
+            return Err(wasmtime_wasi::p2::StreamError::Trap(wasmtime::Error::msg(
+                format!(
+                    "wrote {} bytes to stdout/stderr at once; check-write allows {MAX_WRITE}",
+                    bytes.len()
+                ),
+            )));
+        }
         self.write_bytes(&bytes);
         Ok(())
     }
@@ -418,7 +450,7 @@ impl OutputStream for LogStream {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 * 1024)
+        Ok(MAX_WRITE)
     }
 }
 
@@ -428,8 +460,10 @@ impl tokio::io::AsyncWrite for LogStream {
         _cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.write_bytes(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
+        // A short write: the caller writes the rest in later calls.
+        let n = buf.len().min(MAX_WRITE);
+        self.write_bytes(&buf[..n]);
+        std::task::Poll::Ready(Ok(n))
     }
 
     fn poll_flush(
@@ -465,5 +499,40 @@ mod tests {
         assert_eq!(wasi.now(), Duration::from_millis(1_700_000_000_123));
         c.set(None);
         assert!(real(c.now()));
+    }
+
+    fn lines(partial: &mut Vec<u8>, bytes: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        split_lines(partial, bytes, |l| {
+            out.push(String::from_utf8_lossy(l).into_owned())
+        });
+        out
+    }
+
+    #[test]
+    fn output_is_cut_into_lines_across_writes() {
+        let mut partial = Vec::new();
+        assert_eq!(lines(&mut partial, b"a\nbc"), ["a"]);
+        assert_eq!(lines(&mut partial, b"d\n\ne"), ["bcd", ""]);
+        assert_eq!(partial, b"e");
+        let long = vec![b'x'; MAX_LINE + 1];
+        assert_eq!(lines(&mut partial, &long).len(), 1);
+        assert!(partial.is_empty());
+        assert_eq!(lines(&mut partial, &[b'\n'; 1000]).len(), 1000);
+    }
+
+    /// Found in review: `write` took any length (wasmtime passes it through),
+    /// and one call's host time grew with it, outside fuel and the deadline.
+    #[test]
+    fn a_write_beyond_check_write_is_refused() {
+        let mut s = LogStream {
+            log: Arc::new(Mutex::new(LogLimiter::new("w".into()))),
+            level: LogLevel::Info,
+        };
+        let allowed = s.check_write().unwrap();
+        assert!(s.write(bytes::Bytes::from(vec![b'\n'; allowed])).is_ok());
+        assert!(s
+            .write(bytes::Bytes::from(vec![b'\n'; allowed + 1]))
+            .is_err());
     }
 }
