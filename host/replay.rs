@@ -19,7 +19,9 @@
 //! holder's `on_hold_expiry` applies; a held HTLC's later asks come before the
 //! next line's, not between the lines that arrived during the hold. A plugin that
 //! reads the onion blob gets zeros of the recorded size (the log does not keep
-//! onions).
+//! onions). Replay has no LND: no node context and no outcomes; the plugins that
+//! need them are named at the start, on stderr and in the summary
+//! ([`cannot_reproduce`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -40,6 +42,7 @@ use crate::lnd::proto::routerrpc::ForwardHtlcInterceptResponse;
 use crate::record::HtlcRecord;
 use crate::verdict::Verdict;
 use crate::wasm::engine::Sandbox;
+use crate::wasm::plugin::Plugin;
 
 /// Arguments of `htlcgate replay`.
 #[derive(clap::Args, Debug, Clone)]
@@ -155,6 +158,9 @@ pub struct Replayer {
     pub config: PathBuf,
     /// The plugins, in order.
     pub plugins: Vec<String>,
+    /// What replay cannot reproduce for some plugins (see [`cannot_reproduce`]),
+    /// one message per plugin.
+    pub cannot_reproduce: Vec<String>,
     gate: Arc<Gate>,
     gen: StreamGen,
     events: mpsc::UnboundedReceiver<DecisionEvent>,
@@ -167,8 +173,14 @@ impl Replayer {
     pub fn load(config: &Path) -> anyhow::Result<Replayer> {
         let cfg = Config::load(config)?;
         let sandbox = Sandbox::new(&cfg.sandbox).context("starting the wasm engine")?;
-        let chain = Chain::load(&sandbox, &cfg.plugins, cfg.chain.default_verdict.verdict())
+        let loaded = cfg
+            .plugins
+            .iter()
+            .map(|p| Plugin::load(&sandbox, p.clone()))
+            .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("loading the chain of {}", config.display()))?;
+        let cannot_reproduce = loaded.iter().filter_map(cannot_reproduce).collect();
+        let chain = Chain::from_plugins(loaded, cfg.chain.default_verdict.verdict());
         let plugins = chain.names().iter().map(|n| n.to_string()).collect();
         let (tx, events) = mpsc::unbounded_channel();
         // A longer wait than a decision takes: each round within the budget, and
@@ -194,6 +206,7 @@ impl Replayer {
         Ok(Replayer {
             config: config.to_owned(),
             plugins,
+            cannot_reproduce,
             gate,
             gen,
             events,
@@ -222,6 +235,37 @@ impl Replayer {
         while self.answers.try_recv().is_ok() {}
         Ok(Outcome::from_event(&ev))
     }
+}
+
+/// What replay cannot reproduce of a plugin's decisions, if anything: replay has
+/// no LND, so a plugin with the `node` grant finds no channel (and no plugin a
+/// block height), and one that listens to outcomes is told none (the audit log
+/// records no settles or failures). Such a plugin may decide differently from
+/// the daemon; the operator is told which and why.
+pub fn cannot_reproduce(p: &Plugin) -> Option<String> {
+    let node = p.cfg.grants.iter().any(|g| g == "node");
+    let outcomes = p.listens_to_outcomes();
+    let mut what = Vec::new();
+    if node {
+        what.push(
+            "it has the `node` grant, and replay has no node context (`channel` and \
+             `block-height` answer none: no peers, balances, channel states or height)",
+        );
+    }
+    if outcomes {
+        what.push(
+            "it listens to outcomes, and replay tells it none (the audit log records no \
+             settles or failures, so it never learns that a forward ended)",
+        );
+    }
+    if what.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}: {}; its verdicts here may differ from the daemon's",
+        p.name,
+        what.join("; ")
+    ))
 }
 
 /// Where the clock of a line without a recorded time starts (`htlcgate corpus`
@@ -309,6 +353,10 @@ pub struct Summary {
     pub recorded_compared: u64,
     /// Of those, how many now get a different verdict kind.
     pub recorded_differ: u64,
+    /// Plugins whose decisions replay cannot reproduce, and why (no node
+    /// context, no outcomes); empty when replay decides as the daemon would.
+    #[serde(default)]
+    pub cannot_reproduce: Vec<String>,
 }
 
 impl Stats {
@@ -357,6 +405,7 @@ impl Stats {
             us_p99: percentile(&self.us, 99),
             recorded_compared: self.recorded_compared,
             recorded_differ: self.recorded_differ,
+            cannot_reproduce: r.cannot_reproduce.clone(),
         }
     }
 }
@@ -417,6 +466,9 @@ fn summary_text(s: &Summary) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+    }
+    for w in &s.cannot_reproduce {
+        out.push(format!("  not reproduced: {w}"));
     }
     if s.recorded_compared > 0 {
         out.push(format!(
@@ -599,6 +651,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         Some(p) => Some(Replayer::load(p)?),
         None => None,
     };
+    for r in std::iter::once(&a).chain(&b) {
+        for w in &r.cannot_reproduce {
+            eprintln!("warning: {}: {w}", r.config.display());
+        }
+    }
     let total: Option<u64> = args
         .files
         .iter()
@@ -866,6 +923,7 @@ mod tests {
             us_p99: 3,
             recorded_compared: s.recorded_compared,
             recorded_differ: s.recorded_differ,
+            cannot_reproduce: vec![],
         };
         let text = summary_text(&summary).join("\n");
         assert!(text.contains("verdicts: fail 1, resume 100"), "{text}");

@@ -695,3 +695,48 @@ async fn held_htlcs_replay_to_the_verdicts_a_live_gate_gave_them() {
     assert!(ok, "{err}");
     assert!(text.contains("by hold-fixture (on_hold_expiry)"), "{text}");
 }
+
+/// Replay has no LND: a plugin with the `node` grant or one that listens to
+/// outcomes (circuitbreaker has both) is named at the start, on stderr and in the
+/// JSON summary, with what replay cannot give it; a plugin needing neither
+/// (fee-floor, whose `outcome` is the SDK's default that ignores outcomes) is not.
+#[test]
+fn plugins_replay_cannot_feed_are_named_with_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let breaker = one_plugin_config(
+        dir.path(),
+        "breaker.toml",
+        "circuitbreaker",
+        "\"kv\", \"node\"",
+        "max_pending = \"3\"",
+    );
+    let (ok, _, err) = htlcgate(&["replay", "--config", s(&breaker), s(&fixture())]);
+    assert!(ok, "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("circuitbreaker"))
+        .unwrap_or_else(|| panic!("no warning naming circuitbreaker: {err}"));
+    assert!(
+        warning.contains("warning")
+            && warning.contains("`node` grant")
+            && warning.contains("outcomes"),
+        "{warning}"
+    );
+    let (_, summary) = replay_json(&["--config", s(&breaker), s(&fixture())]);
+    let named = summary["cannot_reproduce"].as_array().unwrap();
+    assert_eq!(named.len(), 1, "{summary}");
+    assert!(named[0].as_str().unwrap().starts_with("circuitbreaker: "));
+
+    let fee = one_plugin_config(
+        dir.path(),
+        "fee.toml",
+        "fee-floor",
+        "",
+        "base_msat = \"1000\"",
+    );
+    let (ok, _, err) = htlcgate(&["replay", "--config", s(&fee), s(&fixture())]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let (_, summary) = replay_json(&["--config", s(&fee), s(&fixture())]);
+    assert_eq!(summary["cannot_reproduce"], serde_json::json!([]));
+}

@@ -405,3 +405,19 @@ func TestTheStandInsKeepKVChannelsAndHeightForPluginTests(t *testing.T) {
 		t.Fatal("height")
 	}
 }
+
+func TestInitErrorsThatAreNotUTF8AreRepairedNotPassedOn(t *testing.T) {
+	// The host refuses a string that is not UTF-8 (a fault, not a refusal):
+	// each run of invalid bytes becomes U+FFFD.
+	m := &fakeMemory{mem: make([]byte, 16)}
+	ret := make([]byte, 12)
+	encodeInitResult(m, errors.New("key \xff\xfe `x` \xc3"), ret)
+	msg := string(m.view(le32(ret[4:]), le32(ret[8:])))
+	if ret[0] != 1 || msg != "key \uFFFD `x` \uFFFD" {
+		t.Fatalf("init error %x %q", ret, msg)
+	}
+	encodeInitResult(m, errors.New("fine: é ✓"), ret)
+	if msg := string(m.view(le32(ret[4:]), le32(ret[8:]))); msg != "fine: é ✓" {
+		t.Fatalf("valid text changed: %q", msg)
+	}
+}
