@@ -1,8 +1,10 @@
 //! One policy in three languages: the Rust, Go and AssemblyScript `fee-floor`
 //! give the same verdict on every HTLC of one generated corpus; the Go and
 //! AssemblyScript loop fixtures are cut off exactly like the Rust one; the
-//! AssemblyScript per-call reset keeps memory flat; and a chain mixing the three
-//! languages decides a stream through the mock LND.
+//! AssemblyScript per-call reset keeps memory flat; a chain mixing the three
+//! languages decides a stream through the mock LND; and log and init-error text
+//! that is not UTF-8 (Go bytes, AssemblyScript lone surrogates) is repaired by
+//! the SDKs instead of faulting the plugin.
 //!
 //! World 0.2.0 through the Go and AssemblyScript SDKs (`go-peer-hold`,
 //! `as-peer-hold`, which decide alike): `decide` sees `attempt` and a first
@@ -597,5 +599,31 @@ fn a_go_and_an_assemblyscript_plugins_memory_stays_bounded_across_outcomes() {
             2_000,
             "{name}"
         );
+    }
+}
+
+#[test]
+fn go_and_assemblyscript_text_that_is_not_utf8_is_repaired_not_a_fault() {
+    // Go strings may hold any bytes and AssemblyScript strings lone surrogates;
+    // the world's strings are UTF-8, which the host checks when it reads them.
+    for name in ["go-invalid-utf8", "as-invalid-utf8"] {
+        let mut p = load(plugin(name));
+        for id in 0..3 {
+            let (step, _) = p.decide(&input(forward(id, 1000, 10)));
+            assert_eq!(step, Step::Verdict(Verdict::Resume), "{name}, call {id}");
+        }
+        assert!(!p.is_quarantined(), "{name}");
+        match Plugin::load(&sandbox(), plugin_with(name, &[("refuse", "yes")])) {
+            Err(LoadError::InitRefused { message, .. }) => {
+                assert!(
+                    message.starts_with("refused ")
+                        && message.ends_with(" here")
+                        && message.contains('\u{fffd}'),
+                    "{name}: {message:?}"
+                );
+            }
+            Err(other) => panic!("{name}: wrong error: {other}"),
+            Ok(_) => panic!("{name}: init did not refuse"),
+        }
     }
 }

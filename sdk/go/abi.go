@@ -250,7 +250,7 @@ func encodeInitResult(m memory, err error, ret []byte) {
 		return
 	}
 	ret[0] = 1
-	msg := err.Error()
+	msg := validText(err.Error())
 	if msg == "" {
 		msg = "init refused without a message"
 	}

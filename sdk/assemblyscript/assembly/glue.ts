@@ -25,6 +25,7 @@
 
 import { Config } from "./config";
 import { CircuitKey, Htlc, bytesAt } from "./htlc";
+import { worldUtf8 } from "./host";
 import { runDecide, runInit } from "./plugin";
 import { Verdict, VerdictKind } from "./verdict";
 // Parsed so that `--use abort=~lib/htlcgate-sdk/assembly/abort/abort` finds it.
@@ -125,7 +126,7 @@ export function init(ptr: usize, n: u32): usize {
   const err = runInit(config);
   memory.fill(INIT_RET, 0, 12);
   if (err != null) {
-    const utf8 = String.UTF8.encode(err);
+    const utf8 = worldUtf8(err);
     store<u8>(INIT_RET, 1);
     store<u32>(INIT_RET, <u32>changetype<usize>(utf8), 4);
     store<u32>(INIT_RET, <u32>utf8.byteLength, 8);

@@ -39,3 +39,14 @@ export declare function hostChannel(chanId: u64, ret: usize): void;
 // @ts-ignore: decorator
 @external("$root", "block-height")
 export declare function hostBlockHeight(ret: usize): void;
+
+/**
+ * `s` as UTF-8 for a world `string` (a log line, init's error). An
+ * AssemblyScript string is UTF-16 and may hold lone surrogates, which have no
+ * UTF-8 form: each becomes U+FFFD, since htlcgate checks the world's strings
+ * and faults the plugin on one that is not UTF-8 (String.UTF8.encode's default
+ * would write them as WTF-8).
+ */
+export function worldUtf8(s: string): ArrayBuffer {
+  return String.UTF8.encode(s, false, String.UTF8.ErrorMode.REPLACE);
+}

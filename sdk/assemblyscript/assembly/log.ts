@@ -2,7 +2,7 @@
 // host rate-limits each plugin: lines beyond its limit are counted, not written
 // (they still cost fuel).
 
-import { hostLog, hostNowUnixMs } from "./host";
+import { hostLog, hostNowUnixMs, worldUtf8 } from "./host";
 
 /** Severity of a log line. */
 export enum LogLevel {
@@ -16,9 +16,12 @@ export enum LogLevel {
   Error = 3,
 }
 
-/** Writes `message` at `level`. */
+/**
+ * Writes `message` at `level`. Lone surrogates in it (no UTF-8 form) are
+ * written as U+FFFD: the host would otherwise fault the plugin.
+ */
 export function log(level: LogLevel, message: string): void {
-  const utf8 = String.UTF8.encode(message);
+  const utf8 = worldUtf8(message);
   hostLog(<u32>level, changetype<usize>(utf8), <usize>utf8.byteLength);
 }
 

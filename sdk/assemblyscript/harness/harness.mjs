@@ -86,6 +86,18 @@ export function outcome(kind, fields = {}, htlcId = 0n) {
 const hex = (b) => Buffer.from(b).toString("hex");
 
 /**
+ * The world's strings are UTF-8 and htlcgate checks every one it reads from a
+ * plugin: text that is not UTF-8 is a fault there, so it throws here.
+ */
+function utf8(b, what) {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(b);
+  } catch {
+    throw new Error(`the plugin wrote ${what} that is not valid UTF-8 (htlcgate would fault it): ${hex(b)}`);
+  }
+}
+
+/**
  * Loads the core module at `path` and runs init with `config` (an object of
  * strings); `node` gives the stand-ins (see the top of this file).
  */
@@ -120,7 +132,7 @@ export async function loadPlugin(path, config = {}, node = {}) {
     mem().setUint32(at, ptr, true);
     mem().setUint32(at + 4, data.length, true);
   };
-  const logLine = (level, ptr, len) => ({ level: LEVELS[level], message: new TextDecoder().decode(bytes(ptr, len).slice()) });
+  const logLine = (level, ptr, len) => ({ level: LEVELS[level], message: utf8(bytes(ptr, len).slice(), "a log line") });
   const imports = {
     $root: {
       log(level, ptr, len) {
@@ -206,7 +218,7 @@ export async function loadPlugin(path, config = {}, node = {}) {
   const ret = instance.exports.init(list, pairs.length) >>> 0;
   let error = null;
   if (mem().getUint8(ret) !== 0) {
-    error = new TextDecoder().decode(bytes(mem().getUint32(ret + 4, true), mem().getUint32(ret + 8, true)).slice());
+    error = utf8(bytes(mem().getUint32(ret + 4, true), mem().getUint32(ret + 8, true)).slice(), "init's error");
   }
   instance.exports.cabi_post_init?.(ret);
   if (error !== null) throw new Error(`init refused: ${error}`);

@@ -22,6 +22,11 @@ class Echo extends Decider {
         .withWireRecord(65537, h.paymentHash);
     }
     if (this.mode == "fail") return Verdict.fail(FailureCode.InvalidOnionKey);
+    if (this.mode == "lone") {
+      // Lone surrogates have no UTF-8 form: the glue writes U+FFFD instead.
+      info("lone " + String.fromCharCode(0xdc00) + String.fromCharCode(0xd800) + " end");
+      return Verdict.resume();
+    }
     if (this.mode == "zeroed") {
       // Fresh containers must be zero even over memory an earlier call dirtied.
       let dirty = 0;
@@ -41,8 +46,9 @@ class Echo extends Decider {
 }
 
 function init(config: Config): Decider {
-  config.denyUnknown(["mode", "n"]);
+  config.denyUnknown(["mode", "n", "lone"]);
   config.u64Or("n", 0);
+  if (config.has("lone")) config.refuse("refused " + String.fromCharCode(0xd800) + " here");
   return new Echo(config.stringOr("mode", "alternate"));
 }
 

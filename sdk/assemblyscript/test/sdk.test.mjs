@@ -182,3 +182,10 @@ test("a plugin whose top-level code logs loads, and the line is kept", async () 
   assert.deepEqual(p.lines, [{ level: "info", message: "top-level code ran" }]);
   assert.deepEqual(p.decide(forward(2000n, 1000n)), { kind: "next" });
 });
+
+test("log lines and init errors with lone surrogates reach the host as UTF-8 with U+FFFD", async () => {
+  const p = await loadPlugin(core, { mode: "lone" });
+  assert.deepEqual(p.decide(forward(2000n, 1000n, 1n)), { kind: "resume" });
+  assert.equal(p.lines.at(-1).message, "lone \uFFFD\uFFFD end");
+  await assert.rejects(loadPlugin(core, { lone: "" }), /^Error: init refused: refused \uFFFD here$/);
+});
