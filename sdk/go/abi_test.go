@@ -421,3 +421,44 @@ func TestInitErrorsThatAreNotUTF8AreRepairedNotPassedOn(t *testing.T) {
 		t.Fatalf("valid text changed: %q", msg)
 	}
 }
+
+func TestAKeptHtlcNeverReadsAnotherHtlcsOnionBlob(t *testing.T) {
+	defer ResetHostForTest()
+	var kept, readInCall *Htlc
+	var seen [][]byte
+	Register(func(Config) (Decider, error) {
+		return DeciderFunc(func(h *Htlc) Verdict {
+			switch h.Key.HtlcID {
+			case 1: // kept without reading its blob
+				kept = h
+			case 2: // kept after reading its blob in its own call
+				h.OnionBlob()
+				readInCall = h
+			default: // a later HTLC: what do the kept ones say now?
+				seen = append(seen, kept.OnionBlob(), readInCall.OnionBlob(), h.OnionBlob())
+			}
+			return Next()
+		}), nil
+	})
+	if err := runInit(NewConfig()); err != nil {
+		t.Fatal(err)
+	}
+	// The host answers onion-blob for the HTLC being decided.
+	for id, blob := range []byte{1, 2, 3} {
+		standInOnion = []byte{blob}
+		h := NewForward(2000, 1000)
+		h.Key.HtlcID = uint64(id + 1)
+		runDecide(h)
+	}
+	if len(seen) != 3 || seen[0] != nil || !bytes.Equal(seen[1], []byte{2}) || !bytes.Equal(seen[2], []byte{3}) {
+		t.Fatalf("during HTLC 3: kept %v, read in its call %v, own %v", seen[0], seen[1], seen[2])
+	}
+	// Between calls: the host would answer for no HTLC.
+	standInOnion = []byte{9}
+	if b := kept.OnionBlob(); b != nil {
+		t.Fatalf("a kept Htlc read %v outside its call", b)
+	}
+	if b := readInCall.OnionBlob(); !bytes.Equal(b, []byte{2}) {
+		t.Fatalf("a blob read in its call changed to %v", b)
+	}
+}

@@ -26,7 +26,9 @@ func hostLog(level Level, message string) {
 
 func hostNow() uint64 { return uint64(time.Now().UnixMilli()) }
 
-func hostOnionBlob() []byte { return []byte{} }
+// hostOnionBlob answers like htlcgate: the blob of the HTLC being decided,
+// which the SDK's own tests set in standInOnion.
+func hostOnionBlob() []byte { return append([]byte{}, standInOnion...) }
 
 // The stand-ins' state.
 var (
@@ -34,6 +36,9 @@ var (
 	testChannels    = map[Scid]ChannelInfo{}
 	testHeight      uint32
 	testHeightKnown bool
+	// standInOnion is what hostOnionBlob answers (empty unless the SDK's own
+	// tests set it; plugin tests use SetOnionBlobForTest).
+	standInOnion []byte
 )
 
 func hostKVGet(key []byte) ([]byte, bool, error) {
@@ -79,4 +84,5 @@ func ResetHostForTest() {
 	clear(testKV)
 	clear(testChannels)
 	testHeight, testHeightKnown = 0, false
+	standInOnion = nil
 }

@@ -24,7 +24,8 @@ func (k CircuitKey) String() string {
 type Records map[uint64][]byte
 
 // Htlc is the HTLC LND holds and asks about (LND's ForwardHtlcInterceptRequest),
-// copied out of the host's message: a Decider may keep it after Decide returns.
+// copied out of the host's message: a Decider may keep it after Decide returns
+// (its onion blob only if read during that Decide call; see OnionBlob).
 // Amounts are in millisatoshi, expiries are absolute block heights.
 type Htlc struct {
 	// Key is the incoming channel and HTLC index.
@@ -63,6 +64,9 @@ type Htlc struct {
 	// onion caches the blob once read (or set by SetOnionBlobForTest).
 	onion     []byte
 	onionRead bool
+	// call is the Decide call this Htlc was handed to (0: not from the host);
+	// only during that call does the host's onion-blob answer for it.
+	call uint64
 }
 
 // IsFinalHop is true when the HTLC is for this node rather than a forward:
@@ -94,9 +98,17 @@ func (h *Htlc) CltvDelta() int64 {
 }
 
 // OnionBlob is the next hop's onion blob (normally 1366 bytes). The first call
-// asks the host for it (most policies never need it); later calls reuse it.
+// during the Decide call that received h asks the host for it (most policies
+// never need it); later calls return the same bytes, also after Decide
+// returned. The host answers only for the HTLC being decided: a kept Htlc whose
+// blob was not read during its own Decide call returns nil (read it there if
+// you will need it later). An Htlc not from the host (NewForward) returns nil
+// unless a test set a blob with SetOnionBlobForTest.
 func (h *Htlc) OnionBlob() []byte {
 	if !h.onionRead {
+		if h.call == 0 || h.call != deciding {
+			return nil
+		}
 		h.onion = hostOnionBlob()
 		h.onionRead = true
 	}

@@ -31,6 +31,12 @@ var (
 	current    Decider
 )
 
+// decideCalls counts the Decide calls; deciding is the number of the one in
+// progress (0 between calls). Each Htlc remembers its call (Htlc.call), so that
+// OnionBlob asks the host, which answers for the HTLC being decided, only
+// during that call.
+var decideCalls, deciding uint64
+
 // Register makes init the plugin's init function. Call it once, from a package
 // init function (a Go plugin's main is never run).
 func Register(init InitFunc) {
@@ -66,7 +72,11 @@ func runDecide(h *Htlc) Verdict {
 		Error("decide called before a successful init; answering `next`")
 		return Next()
 	}
-	return current.Decide(h)
+	decideCalls++
+	h.call, deciding = decideCalls, decideCalls
+	v := current.Decide(h)
+	deciding = 0
+	return v
 }
 
 // runOutcome is the exported outcome: tells the Decider, if it observes.
