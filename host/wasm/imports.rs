@@ -132,41 +132,70 @@ fn split_lines(partial: &mut Vec<u8>, bytes: &[u8], mut emit: impl FnMut(&[u8]))
 /// trap is reported as a memory fault, not a generic one.
 #[derive(Debug)]
 pub struct MemoryCap {
-    /// The cap in bytes.
+    /// The cap in bytes, over all the instance's linear memories together.
     pub limit_bytes: usize,
     /// Set when a grow was refused.
     pub hit: bool,
+    /// Bytes of linear memory the instance has, all memories together.
+    memory_bytes: usize,
+    /// Table elements the instance has, all tables together.
+    table_elements: usize,
 }
 
-/// Most table elements a plugin may have.
+/// Most table elements a plugin may have, all tables together.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl MemoryCap {
+    /// A cap of `limit_bytes` for a fresh instance.
+    pub fn new(limit_bytes: usize) -> MemoryCap {
+        MemoryCap {
+            limit_bytes,
+            hit: false,
+            memory_bytes: 0,
+            table_elements: 0,
+        }
+    }
+}
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit_bytes {
+        // A store holds several memories (the module's, the WASI adapter's, or
+        // more with multi-memory): the cap is on their sum.
+        let total = self
+            .memory_bytes
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.limit_bytes {
             self.hit = true;
             // An error (not `Ok(false)`) traps the guest at once, instead of letting
             // it loop on failed grows until its fuel runs out.
             return Err(wasmtime::Error::msg(format!(
-                "memory cap of {} bytes reached (asked for {desired})",
+                "memory cap of {} bytes reached (asked for {total} over all memories)",
                 self.limit_bytes
             )));
         }
+        self.memory_bytes = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        let total = self
+            .table_elements
+            .saturating_add(desired.saturating_sub(current));
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
     }
 
     fn instances(&self) -> usize {
@@ -287,10 +316,7 @@ impl PluginState {
             plugin,
             wasi: b.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit_bytes,
-                hit: false,
-            },
+            memory: MemoryCap::new(limit_bytes),
             log,
             current: None,
             clock,
@@ -519,6 +545,26 @@ mod tests {
         assert_eq!(lines(&mut partial, &long).len(), 1);
         assert!(partial.is_empty());
         assert_eq!(lines(&mut partial, &[b'\n'; 1000]).len(), 1000);
+    }
+
+    /// Found in review: the cap was checked per memory, and a store may hold 16
+    /// (a module's own, the adapter's, or multi-memory): a plugin could keep 16x
+    /// its `memory_mb` resident. Tables likewise, 64 x 100,000 elements.
+    #[test]
+    fn the_caps_count_every_memory_and_table_of_the_instance() {
+        let mut cap = MemoryCap::new(64 << 20);
+        assert!(cap.memory_growing(0, 40 << 20, None).unwrap());
+        assert!(cap.memory_growing(0, 16 << 20, None).unwrap());
+        // 40 + 16 + 10 MiB would pass one memory's check, not the total.
+        assert!(cap.memory_growing(16 << 20, 26 << 20, None).is_err());
+        assert!(cap.hit);
+        let mut cap = MemoryCap::new(64 << 20);
+        assert!(cap.memory_growing(0, 60 << 20, None).unwrap());
+        assert!(cap.memory_growing(60 << 20, 64 << 20, None).unwrap());
+        assert!(!cap.hit);
+        assert!(cap.table_growing(0, MAX_TABLE_ELEMENTS - 10, None).unwrap());
+        assert!(!cap.table_growing(0, 20, None).unwrap());
+        assert!(cap.table_growing(0, 10, None).unwrap());
     }
 
     /// Found in review: `write` took any length (wasmtime passes it through),
