@@ -41,9 +41,45 @@ pub enum CacheOutcome {
 }
 
 impl CompileCache {
-    /// A cache in `dir` for components compiled by `engine` (created if missing).
+    /// A cache in `dir` for components compiled by `engine` (created if missing,
+    /// readable and writable by its owner only).
+    ///
+    /// Entries are checksummed, not authenticated: whoever can write the
+    /// directory can plant native code that htlcgate runs with LND's macaroon.
+    /// A directory another user owns, or that group or others can write, is
+    /// refused (the caller turns the cache off and says why).
     pub fn new(dir: &Path, engine: &Engine) -> std::io::Result<CompileCache> {
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let meta = std::fs::metadata(dir)?;
+        // The owner of `/proc/self` is this process's effective user.
+        let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        if me.is_some_and(|me| meta.uid() != me) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} belongs to another user (uid {}), who could plant compiled code htlcgate would run; \
+                     use a directory of htlcgate's own user ([sandbox] cache_dir)",
+                    dir.display(),
+                    meta.uid()
+                ),
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} can be written by other users (mode {:o}), who could plant compiled code htlcgate would run; \
+                     run `chmod 700 {}` or set another [sandbox] cache_dir",
+                    dir.display(),
+                    meta.mode() & 0o777,
+                    dir.display()
+                ),
+            ));
+        }
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = format!("{:016x}", h.finish());
@@ -122,8 +158,59 @@ impl CompileCache {
         entry.extend_from_slice(&Sha256::digest(&payload));
         entry.extend_from_slice(&payload);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &entry)?;
-        std::fs::rename(&tmp, path)?;
+        // A fresh file of our own (never through a link left at that name).
+        let _ = std::fs::remove_file(&tmp);
+        let written = {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(&entry))
+        };
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn engine() -> Engine {
+        Engine::default()
+    }
+
+    /// Found in review: entries are checksummed, not authenticated, so whoever
+    /// can write the directory can plant native code that htlcgate runs. The
+    /// directory must be the daemon's alone.
+    #[test]
+    fn a_directory_others_can_write_is_refused_naming_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = CompileCache::new(&shared, &engine())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&shared.display().to_string()) && err.contains("chmod 700"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_directory_it_creates_is_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("a/b");
+        CompileCache::new(&made, &engine()).unwrap();
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }
