@@ -638,12 +638,23 @@ fn plugin_list(r: &Replayer) -> String {
 
 /// Runs `htlcgate replay`.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    for f in &args.files {
-        if f.as_os_str() != "-" && !f.is_file() {
-            bail!(
+    // Anything readable goes: regular files, pipes (`/dev/stdin`, `<(zcat ...)`).
+    for f in args.files.iter().filter(|f| f.as_os_str() != "-") {
+        match std::fs::metadata(f) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "cannot read {}: no such file; give an audit log or the output of `htlcgate corpus --count N`",
                 f.display()
-            );
+            ),
+            Err(e) => bail!(
+                "cannot read {}: {e}; give an audit log or the output of `htlcgate corpus --count N` that htlcgate may read",
+                f.display()
+            ),
+            Ok(m) if m.is_dir() => bail!(
+                "cannot read {}: it is a directory; give the files in it (for example {}/htlcgate-audit.jsonl*)",
+                f.display(),
+                f.display()
+            ),
+            Ok(_) => {}
         }
     }
     let mut a = Replayer::load(&args.config)?;
@@ -659,7 +670,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let total: Option<u64> = args
         .files
         .iter()
-        .map(|f| std::fs::metadata(f).ok().map(|m| m.len()))
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        })
         .sum();
     let mut out = Out::new(total);
     let bar = out.bar.clone();

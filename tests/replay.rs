@@ -740,3 +740,46 @@ fn plugins_replay_cannot_feed_are_named_with_what_is_missing() {
     let (_, summary) = replay_json(&["--config", s(&fee), s(&fixture())]);
     assert_eq!(summary["cannot_reproduce"], serde_json::json!([]));
 }
+
+/// Input that is not a regular file is read: `/dev/stdin` (a pipe here), as
+/// process substitution (`<(zcat log.gz)`) gives. A directory and a missing path
+/// are refused, each with its own message.
+#[test]
+fn replay_reads_a_pipe_by_its_path_and_refuses_a_directory_as_such() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let a = A.write(dir.path(), "a.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_htlcgate"))
+        .args(["replay", "--json", "--config", s(&a), "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = std::fs::read(fixture()).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&text);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["summary"]["htlcs"], corpus(&fixture()).len() as u64);
+
+    let (ok, _, err) = htlcgate(&["replay", "--config", s(&a), s(dir.path())]);
+    assert!(!ok);
+    assert!(
+        err.contains(&dir.path().display().to_string())
+            && err.contains("is a directory")
+            && !err.contains("no such file"),
+        "{err}"
+    );
+    let missing = dir.path().join("missing.jsonl");
+    let (ok, _, err) = htlcgate(&["replay", "--config", s(&a), s(&missing)]);
+    assert!(!ok);
+    assert!(err.contains("no such file"), "{err}");
+}
