@@ -558,14 +558,14 @@ struct Read {
     time_ms: Option<u64>,
 }
 
-/// Reads the JSON lines of every file in turn, calling `each` for every HTLC.
-/// A malformed line stops the replay with `file:line` and the way out; only a
-/// last line without its newline (a log cut off mid-write) is skipped with a
-/// warning.
+/// Reads the JSON lines of every file in turn, calling `each` for every HTLC
+/// until it returns `false` (the output's reader is gone). A malformed line
+/// stops the replay with `file:line` and the way out; a line cut short (a log
+/// cut off mid-write) is skipped with a warning.
 async fn read_all(
     files: &[PathBuf],
     bar: &indicatif::ProgressBar,
-    mut each: impl AsyncFnMut(Read) -> anyhow::Result<()>,
+    mut each: impl AsyncFnMut(Read) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     let mut consumed = 0u64;
     for path in files {
@@ -603,13 +603,16 @@ async fn read_all(
                             "{name}:{n}: {e}; write it as the audit log does (2026-03-01T10:00:00.000000Z), or delete the field to replay the line on a synthetic clock"
                         ),
                     };
-                    each(Read {
+                    let go_on = each(Read {
                         file: name.clone(),
                         line: n,
                         input,
                         time_ms,
                     })
-                    .await?
+                    .await?;
+                    if !go_on {
+                        return Ok(());
+                    }
                 }
                 Err(e) if !buf.ends_with('\n') && e.is_eof() => {
                     eprintln!("warning: {name}:{n}: the last line is cut off (written while htlcgate stopped?); skipped");
@@ -786,9 +789,13 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        Ok(())
+        // The reader went away (`| head`): stop reading, nothing more is shown.
+        Ok(!out.closed)
     })
     .await?;
+    if out.closed {
+        return out.finish();
+    }
     let sa = stats_a.summary(&a);
     match &b {
         None => {

@@ -783,3 +783,53 @@ fn replay_reads_a_pipe_by_its_path_and_refuses_a_directory_as_such() {
     assert!(!ok);
     assert!(err.contains("no such file"), "{err}");
 }
+
+/// `replay ... | head -1`: once the reader is gone, replay stops reading and
+/// exits, even while its input goes on (here an endless pipe).
+#[test]
+fn replay_stops_when_its_reader_goes_away() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let a = A.write(dir.path(), "a.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_htlcgate"))
+        .args(["replay", "--config", s(&a), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let template = corpus(&fixture())[0].clone();
+    let mut stdin = child.stdin.take().unwrap();
+    // Endless input, until replay is gone (the write fails).
+    let feeder = std::thread::spawn(move || {
+        let mut h = template;
+        loop {
+            h.htlc_id += 1;
+            let line = serde_json::to_string(&CorpusLine::new(h.clone())).unwrap();
+            if writeln!(stdin, "{line}").is_err() {
+                return;
+            }
+        }
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("replaying with"), "{first}");
+    // The reader (stdout's pipe) is dropped here.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("replay went on reading after its reader was gone");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    feeder.join().unwrap();
+}
