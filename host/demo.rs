@@ -27,6 +27,30 @@ use crate::mock_node::{sample_channel, Downstream};
 use crate::verdict::Verdict;
 use crate::wasm::engine::Sandbox;
 
+/// Arguments of `htlcgate demo`, for the command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Directory with the built example plugins.
+    #[arg(long, default_value = "target/wasm-plugins")]
+    pub plugins: PathBuf,
+    /// Number of HTLCs to stream (at least 1).
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Milliseconds between HTLCs.
+    #[arg(long, default_value_t = 40)]
+    pub pace_ms: u64,
+}
+
+impl From<DemoArgs> for DemoOptions {
+    fn from(a: DemoArgs) -> DemoOptions {
+        DemoOptions {
+            plugins: a.plugins,
+            count: usize::try_from(a.count).unwrap_or(usize::MAX),
+            pace: Duration::from_millis(a.pace_ms),
+        }
+    }
+}
+
 /// Demo options.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
@@ -217,8 +241,20 @@ fn line(n: usize, ev: &DecisionEvent) -> String {
     )
 }
 
+/// The `p`-quantile (0..=1) of sorted `values`; 0 for none.
+fn quantile(values: &[u128], p: f64) -> u128 {
+    match values.len() {
+        0 => 0,
+        n => values[((n - 1) as f64 * p) as usize],
+    }
+}
+
 /// Runs the demo and prints to stdout.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    if opts.count == 0 {
+        // The printer would wait for a first decision that never comes.
+        bail!("--count 0: nothing to stream; give --count 1 or more");
+    }
     let plugins = demo_chain(&opts.plugins)?;
     let dir = tempfile_dir()?;
     let mock = MockLnd::start(MockOptions::new(&dir))
@@ -343,7 +379,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         micros.push(ev.decision.elapsed.as_micros());
     }
     micros.sort_unstable();
-    let pct = |p: f64| micros[((micros.len() - 1) as f64 * p) as usize];
+    let pct = |p: f64| quantile(&micros, p);
     let resolutions = mock.resolutions();
     let mut per_key: BTreeMap<(u64, u64), usize> = BTreeMap::new();
     for r in &resolutions {
@@ -381,4 +417,16 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("htlcgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_of_no_values_are_zero() {
+        assert_eq!(quantile(&[], 0.99), 0);
+        assert_eq!(quantile(&[5, 7], 0.5), 5);
+        assert_eq!(quantile(&[5, 7], 1.0), 7);
+    }
 }
