@@ -640,6 +640,16 @@ fn plugin_list(r: &Replayer) -> String {
 }
 
 /// Runs `htlcgate replay`.
+/// [`Replayer::load`] on a blocking thread: a plugin's `init` may wait in WASI (a
+/// sleep, Go's runtime, a `println!`), and wasmtime-wasi's waits panic on a
+/// thread that drives the async runtime (as the daemon's loads, these run off it).
+async fn load_off_runtime(config: &Path) -> anyhow::Result<Replayer> {
+    let config = config.to_owned();
+    tokio::task::spawn_blocking(move || Replayer::load(&config))
+        .await
+        .context("loading a chain to replay")?
+}
+
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     // Anything readable goes: regular files, pipes (`/dev/stdin`, `<(zcat ...)`).
     for f in args.files.iter().filter(|f| f.as_os_str() != "-") {
@@ -660,9 +670,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             Ok(_) => {}
         }
     }
-    let mut a = Replayer::load(&args.config)?;
+    let mut a = load_off_runtime(&args.config).await?;
     let mut b = match &args.against {
-        Some(p) => Some(Replayer::load(p)?),
+        Some(p) => Some(load_off_runtime(p).await?),
         None => None,
     };
     for r in std::iter::once(&a).chain(&b) {

@@ -833,3 +833,22 @@ fn replay_stops_when_its_reader_goes_away() {
     assert!(status.success(), "{status}");
     feeder.join().unwrap();
 }
+
+/// Found in review: replay loaded and ran its chains on the async runtime's own
+/// thread, where wasmtime-wasi's waiting host calls (a sleep, a write that
+/// waits, as Go's runtime and Rust's `println!` reach) panic ("Cannot start a
+/// runtime from within a runtime"); the daemon runs plugins off the runtime.
+#[test]
+fn plugins_that_wait_in_wasi_replay_as_they_run_in_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_plugin_config(
+        dir.path(),
+        "sleep.toml",
+        "sleep",
+        "",
+        "init_ms = \"5\", decide_ms = \"1\"",
+    );
+    let (ok, out, err) = htlcgate(&["replay", "--json", "--config", s(&cfg), s(&fixture())]);
+    assert!(ok, "stdout: {out}\nstderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
