@@ -241,6 +241,48 @@ fn line(n: usize, ev: &DecisionEvent) -> String {
     )
 }
 
+/// What happened to plugin `name` over the demo, in words: its faults by
+/// reason, and whether it was quarantined (a step says so, or `max_faults` of its
+/// calls in a row faulted).
+fn fault_summary(events: &[DecisionEvent], name: &str, max_faults: u32) -> String {
+    let mut reasons: BTreeMap<&'static str, u32> = BTreeMap::new();
+    let (mut in_a_row, mut quarantined) = (0u32, false);
+    for t in events
+        .iter()
+        .flat_map(|e| &e.decision.trace)
+        .filter(|t| &*t.plugin == name)
+    {
+        match &t.step {
+            crate::wasm::plugin::Step::Fault(f) => {
+                *reasons.entry(f.reason()).or_default() += 1;
+                in_a_row += 1;
+                quarantined |= in_a_row >= max_faults;
+            }
+            crate::wasm::plugin::Step::Quarantined => quarantined = true,
+            _ => in_a_row = 0,
+        }
+    }
+    let faults: u32 = reasons.values().sum();
+    let why = match reasons.len() {
+        0 => String::new(),
+        1 => format!(" ({})", reasons.keys().next().expect("one")),
+        _ => format!(
+            " ({})",
+            reasons
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let end = if quarantined {
+        "then quarantined".to_string()
+    } else {
+        format!("not quarantined (it would be after {max_faults} in a row)")
+    };
+    format!("{name}: {faults} faults{why}, {end}; forwarding never stopped")
+}
+
 /// The `p`-quantile (0..=1) of sorted `values`; 0 for none.
 fn quantile(values: &[u128], p: f64) -> u128 {
     match values.len() {
@@ -362,7 +404,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .iter()
         .filter(|e| e.input.as_ref().is_some_and(|i| i.record.attempt > 1))
         .count();
-    let mut faults = 0;
     let mut micros: Vec<u128> = Vec::new();
     for ev in &events {
         let who = match &ev.decision.by {
@@ -370,12 +411,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             other => format!("{} by {other}", ev.decision.verdict.kind()),
         };
         *by.entry(who).or_default() += 1;
-        faults += ev
-            .decision
-            .trace
-            .iter()
-            .filter(|t| matches!(t.step, crate::wasm::plugin::Step::Fault(_)))
-            .count();
         micros.push(ev.decision.elapsed.as_micros());
     }
     micros.sort_unstable();
@@ -399,7 +434,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!(
         "  circuitbreaker: {queued} HTLCs queued (held at LND, asked again) before their verdict"
     );
-    println!("  spin-forever: {faults} faults (fuel), then quarantined; forwarding never stopped");
+    for p in plugins.iter().filter(|p| p.name == "spin-forever") {
+        println!("  {}", fault_summary(&events, &p.name, p.max_faults));
+    }
     println!(
         "  decision time: p50 {} µs, p99 {} µs, max {} µs (chain of {})",
         pct(0.5),
@@ -422,6 +459,66 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::{Decision, Trace};
+    use crate::wasm::fault::PluginFault;
+    use crate::wasm::plugin::{Cost, Step};
+    use std::sync::Arc;
+
+    fn event(steps: Vec<(&str, Step)>) -> DecisionEvent {
+        DecisionEvent {
+            key: crate::circuit::CircuitKey {
+                chan_id: 1,
+                htlc_id: 1,
+            },
+            input: None,
+            decision: Decision {
+                verdict: Verdict::Resume,
+                hold: None,
+                by: DecidedBy::Default,
+                trace: steps
+                    .into_iter()
+                    .map(|(p, step)| Trace {
+                        plugin: Arc::from(p),
+                        step,
+                        cost: Cost::default(),
+                    })
+                    .collect(),
+                elapsed: Duration::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn the_fault_summary_counts_one_plugins_faults_by_reason_and_tells_quarantine() {
+        let fuel = || Step::Fault(PluginFault::FuelExhausted { fuel: 1 });
+        let trap = || {
+            Step::Fault(PluginFault::Trap {
+                message: "x".into(),
+            })
+        };
+        let two = vec![
+            event(vec![("other", trap()), ("spin", fuel())]),
+            event(vec![("spin", fuel())]),
+        ];
+        assert_eq!(
+            fault_summary(&two, "spin", 3),
+            "spin: 2 faults (fuel), not quarantined (it would be after 3 in a row); forwarding never stopped"
+        );
+        let mut three = two.clone();
+        three.push(event(vec![("spin", trap())]));
+        assert_eq!(
+            fault_summary(&three, "spin", 3),
+            "spin: 3 faults (fuel 2, trap 1), then quarantined; forwarding never stopped"
+        );
+        let mut broken_run = two;
+        broken_run.push(event(vec![("spin", Step::Next)]));
+        broken_run.push(event(vec![("spin", fuel())]));
+        assert!(fault_summary(&broken_run, "spin", 3).contains("not quarantined"));
+        assert!(
+            fault_summary(&[event(vec![("spin", Step::Quarantined)])], "spin", 3)
+                .contains("0 faults, then quarantined")
+        );
+    }
 
     #[test]
     fn quantiles_of_no_values_are_zero() {

@@ -1,4 +1,5 @@
-//! `htlcgate demo` through the built binary: a count of zero is refused at once.
+//! `htlcgate demo` through the built binary: a count of zero is refused at once,
+//! and the summary tells what happened to the broken plugin.
 
 mod common;
 
@@ -49,4 +50,35 @@ fn a_count_of_zero_is_refused_with_the_way_out() {
     let (ok, _, err) = demo(&["--count", "0"]);
     assert!(!ok);
     assert!(err.contains("--count") && err.contains('1'), "{err}");
+}
+
+/// The summary's line for spin-forever.
+fn spin_line(out: &str) -> &str {
+    out.lines()
+        .find(|l| l.trim_start().starts_with("spin-forever:"))
+        .unwrap_or_else(|| panic!("no spin-forever line: {out}"))
+}
+
+/// The summary's line for spin-forever (`on_fault = "skip"`, quarantined after 3
+/// faults in a row) says what happened: with 2 HTLCs it faults at most twice and
+/// is not quarantined; with 12, three faults quarantine it.
+#[test]
+fn the_summary_tells_whether_the_broken_plugin_was_quarantined() {
+    let (ok, out, err) = demo(&["--count", "2"]);
+    assert!(ok, "{out}\n{err}");
+    let line = spin_line(&out);
+    let faults: u32 = line
+        .trim_start()
+        .strip_prefix("spin-forever: ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fault count: {line}"));
+    assert!(faults <= 2, "{line}");
+    assert!(line.contains("not quarantined"), "{line}");
+
+    let (ok, out, err) = demo(&["--count", "12"]);
+    assert!(ok, "{out}\n{err}");
+    let line = spin_line(&out);
+    assert!(line.contains("3 faults ("), "{line}");
+    assert!(line.contains("then quarantined"), "{line}");
 }
