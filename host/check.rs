@@ -280,7 +280,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         );
     }
     if Parser::is_component(&bytes) {
-        let (imports, exports) = component_items(&bytes)?;
+        let (imports, exports) = component_items(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a valid WebAssembly component: {e:#}; the file may be cut short or damaged (an interrupted build or copy): build it again (scripts/build-plugins, or your SDK's build) or copy it again",
+                args.file.display()
+            )
+        })?;
         println!("imports:");
         for i in &imports {
             println!("  {:<8} {}", i.kind, i.name);
@@ -399,6 +404,40 @@ mod tests {
             .map(|(_, r)| r.incoming_circuit_key.unwrap().htlc_id)
             .collect();
         assert_eq!(keys.len(), s.len(), "each sample has its own circuit key");
+    }
+
+    /// A component cut short (an interrupted copy or build) is named, with the
+    /// way out, not only with the parser's "unexpected end-of-file".
+    #[test]
+    fn a_truncated_component_is_named_with_the_way_out() {
+        let core = wat::parse_str(
+            r#"(module
+                (import "$root" "log" (func (param i32 i32 i32)))
+                (memory (export "memory") 1)
+                (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 8))
+                (func (export "init") (param i32 i32) (result i32) (i32.const 0))
+                (func (export "decide") (param i32) (result i32) (i32.const 16)))"#,
+        )
+        .unwrap();
+        let component = crate::componentize::componentize(&core).unwrap().component;
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("cut.wasm");
+        std::fs::write(&cut, &component[..component.len() / 2]).unwrap();
+        let err = run(CheckArgs {
+            file: cut.clone(),
+            config: vec![],
+            repeat: 0,
+            fuel: crate::config::defaults::FUEL,
+            grants: vec![],
+        })
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&cut.display().to_string()), "{msg}");
+        assert!(msg.contains("end-of-file"), "{msg}");
+        assert!(
+            msg.contains("cut short") && msg.contains("build") && msg.contains("again"),
+            "{msg}"
+        );
     }
 
     #[test]
