@@ -639,7 +639,6 @@ fn plugin_list(r: &Replayer) -> String {
     }
 }
 
-/// Runs `htlcgate replay`.
 /// [`Replayer::load`] on a blocking thread: a plugin's `init` may wait in WASI (a
 /// sleep, Go's runtime, a `println!`), and wasmtime-wasi's waits panic on a
 /// thread that drives the async runtime (as the daemon's loads, these run off it).
@@ -650,6 +649,7 @@ async fn load_off_runtime(config: &Path) -> anyhow::Result<Replayer> {
         .context("loading a chain to replay")?
 }
 
+/// Runs `htlcgate replay`.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     // Anything readable goes: regular files, pipes (`/dev/stdin`, `<(zcat ...)`).
     for f in args.files.iter().filter(|f| f.as_os_str() != "-") {
