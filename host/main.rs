@@ -56,17 +56,7 @@ enum Command {
     /// Hold LND's interceptor stream and decide every HTLC with the configured chain.
     Run(RunArgs),
     /// Start a mock LND on loopback and stream HTLCs through the example chain.
-    Demo {
-        /// Directory with the built example plugins.
-        #[arg(long, default_value = "target/wasm-plugins")]
-        plugins: PathBuf,
-        /// Number of HTLCs to stream.
-        #[arg(long, default_value_t = 40)]
-        count: usize,
-        /// Milliseconds between HTLCs.
-        #[arg(long, default_value_t = 40)]
-        pace_ms: u64,
-    },
+    Demo(htlcgate::demo::DemoArgs),
     /// Turn a core WebAssembly module built with the Go or AssemblyScript SDK into a
     /// plugin component (the world and the WASI adapter are built in).
     Componentize(htlcgate::componentize::ComponentizeArgs),
@@ -87,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo prints its own lines; only warnings (plugin faults) join them.
     let default_filter = match cli.command {
-        Some(Command::Demo { .. }) => "warn,htlcgate::mock_lnd=error",
+        Some(Command::Demo(_)) => "warn,htlcgate::mock_lnd=error",
         // Their output is data on stdout: logs go to stderr, only errors by default
         // (plugin faults are counted in replay's summary).
         Some(Command::Replay(_)) | Some(Command::Corpus(_)) => "error",
@@ -113,15 +103,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         None => rt.block_on(run(cli.run)),
         Some(Command::Run(args)) => rt.block_on(run(args)),
-        Some(Command::Demo {
-            plugins,
-            count,
-            pace_ms,
-        }) => rt.block_on(htlcgate::demo::run(htlcgate::demo::DemoOptions {
-            plugins,
-            count,
-            pace: std::time::Duration::from_millis(pace_ms),
-        })),
+        Some(Command::Demo(args)) => rt.block_on(htlcgate::demo::run(args.into())),
         Some(Command::Componentize(args)) => htlcgate::componentize::run(args),
         Some(Command::Check(args)) => htlcgate::check::run(args),
         Some(Command::Plugin(cmd)) => htlcgate::scaffold::run(cmd),
