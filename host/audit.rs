@@ -17,7 +17,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -56,6 +56,9 @@ pub mod defaults {
     pub const KEEP: u32 = 5;
     /// Queue up to 65,536 lines.
     pub const QUEUE: usize = 65_536;
+    /// Bytes the queued lines may hold (their HTLCs, onions included), whatever
+    /// `queue` allows: 64 MiB, some 40,000 lines of full-size onions.
+    pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 }
 
 /// The audit log could not be started.
@@ -192,6 +195,25 @@ struct Entry {
     time: SystemTime,
     input: Arc<HtlcInput>,
     decision: Decision,
+    /// What it holds ([`entry_bytes`]), given back when it is written.
+    bytes: usize,
+}
+
+/// About what a queued line holds in memory: the entry, its HTLC (onion and
+/// custom records) and its decision's trace.
+fn entry_bytes(input: &HtlcInput, decision: &Decision) -> usize {
+    let records: usize = input
+        .record
+        .custom_records
+        .iter()
+        .chain(&input.record.in_wire_custom_records)
+        .map(|r| r.value.len() + 32)
+        .sum();
+    std::mem::size_of::<Entry>()
+        + std::mem::size_of::<HtlcInput>()
+        + input.onion_blob.len()
+        + records
+        + decision.trace.len() * std::mem::size_of::<crate::chain::Trace>()
 }
 
 enum Msg {
@@ -202,6 +224,9 @@ enum Msg {
 
 struct Shared {
     metrics: Option<Arc<Metrics>>,
+    /// What the queued lines hold ([`entry_bytes`]), at most
+    /// [`defaults::MAX_QUEUED_BYTES`].
+    queued_bytes: AtomicUsize,
     dropped: AtomicU64,
     /// Drops not yet reported in a warning.
     unreported: AtomicU64,
@@ -270,6 +295,7 @@ impl AuditLog {
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         let shared = Arc::new(Shared {
             metrics,
+            queued_bytes: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             unreported: AtomicU64::new(0),
             last_warn_ms: AtomicU64::new(0),
@@ -282,14 +308,23 @@ impl AuditLog {
     /// Queues one answered HTLC; never waits. A full queue drops the line (counted
     /// and warned about).
     pub fn record(&self, input: Arc<HtlcInput>, decision: Decision) {
+        let bytes = entry_bytes(&input, &decision);
+        let queued = self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if queued + bytes > defaults::MAX_QUEUED_BYTES {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.shared.drop_line();
+            return;
+        }
         let entry = Box::new(Entry {
             time: SystemTime::now(),
             input,
             decision,
+            bytes,
         });
         match self.tx.try_send(Msg::Line(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 self.shared.drop_line()
             }
         }
@@ -476,6 +511,11 @@ impl Writer {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Line(e) => {
+                let e = *e;
+                // Its HTLC is let go at the end of this arm.
+                self.shared
+                    .queued_bytes
+                    .fetch_sub(e.bytes, Ordering::Relaxed);
                 self.buf.clear();
                 let line = AuditLine::new(e.time, &e.input, &e.decision);
                 if serde_json::to_writer(&mut self.buf, &line).is_err() {
@@ -698,6 +738,26 @@ mod tests {
         assert!(metrics
             .encode()
             .contains("htlcgate_audit_dropped_total 3\n"));
+    }
+
+    /// Each queued line holds its HTLC (onion included) until it is written: a
+    /// stalled disk with a long queue held gigabytes. The bytes queued are
+    /// bounded too, whatever `queue` says.
+    #[test]
+    fn the_bytes_a_stalled_queue_holds_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), 1 << 20, 1);
+        c.queue = 1_000_000;
+        let (log, _rx) = AuditLog::unstarted(&c, None);
+        let one = input(1);
+        let per_line = entry_bytes(&one, &decision());
+        assert!(per_line > one.onion_blob.len(), "{per_line}");
+        let lines = defaults::MAX_QUEUED_BYTES / per_line + 100;
+        for id in 0..lines as u64 {
+            log.record(input(id), decision());
+        }
+        assert!(log.dropped() >= 100, "{} dropped", log.dropped());
+        assert!(log.dropped() <= 101, "{} dropped", log.dropped());
     }
 
     #[test]

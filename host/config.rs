@@ -465,13 +465,13 @@ impl Config {
                     ));
                 }
                 let queue = a.queue.unwrap_or(crate::audit::defaults::QUEUE);
-                // Slots are allocated at start and a queued line holds its HTLC
-                // (~2 KB with the onion) until written: 1,000,000 is ~16 MB at
-                // start and ~2 GB if the disk stalls.
+                // Slots are allocated at start (1,000,000 is ~16 MB); what the
+                // queued lines hold is bounded apart (audit::defaults::
+                // MAX_QUEUED_BYTES).
                 if !(1..=1_000_000).contains(&queue) {
                     return Err(invalid(
                         "audit.queue".into(),
-                        format!("{queue} is out of range; use 1..=1000000 lines (each queued line holds its HTLC, ~2 KB, until written)"),
+                        format!("{queue} is out of range; use 1..=1000000 lines (the queue's slots are allocated at start)"),
                     ));
                 }
                 let p = expand_home(&p);
