@@ -162,8 +162,13 @@ impl ResourceLimiter for MemoryCap {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Past the memory's own maximum wasmtime refuses the grow (-1 to the
+        // guest) after asking: nothing to count.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         // A store holds several memories (the module's, the WASI adapter's, or
         // more with multi-memory): the cap is on their sum.
         let total = self
@@ -178,6 +183,10 @@ impl ResourceLimiter for MemoryCap {
                 self.limit_bytes
             )));
         }
+        // A grow allowed here that then fails (no memory to map) stays counted:
+        // `memory_grow_failed` is also called for grows never asked about here,
+        // so taking one back there could be gamed; over-counting only errs
+        // toward the cap.
         self.memory_bytes = total;
         Ok(true)
     }
@@ -186,8 +195,11 @@ impl ResourceLimiter for MemoryCap {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         let total = self
             .table_elements
             .saturating_add(desired.saturating_sub(current));
@@ -565,6 +577,31 @@ mod tests {
         assert!(cap.table_growing(0, MAX_TABLE_ELEMENTS - 10, None).unwrap());
         assert!(!cap.table_growing(0, 20, None).unwrap());
         assert!(cap.table_growing(0, 10, None).unwrap());
+    }
+
+    /// Found in review of the summing cap: a grow the limiter allowed but the
+    /// memory's own maximum refused stayed counted, and later valid grows hit a
+    /// false "memory cap reached" (a memory fault, toward quarantine).
+    #[test]
+    fn grows_refused_by_the_memorys_own_maximum_are_not_counted() {
+        let engine = wasmtime::Engine::default();
+        let m = wasmtime::Module::new(
+            &engine,
+            r#"(module (memory 1 2) (func (export "f") (result i32)
+                (drop (memory.grow (i32.const 2)))
+                (drop (memory.grow (i32.const 2)))
+                (memory.grow (i32.const 1))))"#,
+        )
+        .unwrap();
+        let mut store = wasmtime::Store::new(&engine, MemoryCap::new(4 * 65536));
+        store.limiter(|c| c);
+        let f = wasmtime::Instance::new(&mut store, &m, &[])
+            .unwrap()
+            .get_typed_func::<(), i32>(&mut store, "f")
+            .unwrap();
+        // The third grow (1 page, to 2 of 4 allowed) succeeds: old size 1.
+        assert_eq!(f.call(&mut store, ()).unwrap(), 1);
+        assert!(!store.data().hit);
     }
 
     /// Found in review: `write` took any length (wasmtime passes it through),
