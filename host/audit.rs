@@ -190,6 +190,13 @@ impl AuditLine {
     }
 }
 
+/// The audit log at `path` after its `n`th rotation: `PATH.n`.
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
 /// A decided HTLC waiting for the writer: formatted on the writer's thread.
 struct Entry {
     time: SystemTime,
@@ -420,9 +427,7 @@ impl Sink {
 
     /// `PATH.n`.
     fn rotated(&self, n: u32) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(format!(".{n}"));
-        PathBuf::from(p)
+        rotated_path(&self.path, n)
     }
 
     /// Closes the file, shifts `PATH.n` to `PATH.n+1` (dropping the oldest) and

@@ -220,21 +220,14 @@ fn micros(d: Duration) -> String {
 /// HTLC 0:0, is delivered to find out: the Rust SDK's default `Plugin::outcome`
 /// answers it with `ignore-outcomes`).
 fn outcome_line(plugin: &mut Plugin) -> String {
-    use crate::wasm::bindings::{CircuitKey, HtlcOutcome, OutcomeKind};
     if !plugin.exports_outcome() {
         return "not exported (optional; not told outcomes)".into();
     }
-    let sample = HtlcOutcome {
-        incoming_circuit_key: CircuitKey {
-            chan_id: 0,
-            htlc_id: 0,
-        },
-        outgoing_circuit_key: None,
-        kind: OutcomeKind::ForwardFailed,
-        at_unix_ms: std::time::SystemTime::now()
+    let sample = crate::wasm::outcome::sample(
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-    };
+    );
     let (result, cost) = plugin.outcome(&sample);
     match result {
         Err(fault) => format!("exported, but a sample event (forward-failed) faulted: {fault}"),
@@ -406,10 +399,8 @@ mod tests {
         assert_eq!(keys.len(), s.len(), "each sample has its own circuit key");
     }
 
-    /// A component cut short (an interrupted copy or build) is named, with the
-    /// way out, not only with the parser's "unexpected end-of-file".
-    #[test]
-    fn a_truncated_component_is_named_with_the_way_out() {
+    /// A component importing `log` and exporting `init` and `decide`.
+    fn minimal_component() -> Vec<u8> {
         let core = wat::parse_str(
             r#"(module
                 (import "$root" "log" (func (param i32 i32 i32)))
@@ -419,7 +410,14 @@ mod tests {
                 (func (export "decide") (param i32) (result i32) (i32.const 16)))"#,
         )
         .unwrap();
-        let component = crate::componentize::componentize(&core).unwrap().component;
+        crate::componentize::componentize(&core).unwrap().component
+    }
+
+    /// A component cut short (an interrupted copy or build) is named, with the
+    /// way out, not only with the parser's "unexpected end-of-file".
+    #[test]
+    fn a_truncated_component_is_named_with_the_way_out() {
+        let component = minimal_component();
         let dir = tempfile::tempdir().unwrap();
         let cut = dir.path().join("cut.wasm");
         std::fs::write(&cut, &component[..component.len() / 2]).unwrap();
@@ -442,16 +440,7 @@ mod tests {
 
     #[test]
     fn a_components_top_level_imports_and_exports_are_listed() {
-        let core = wat::parse_str(
-            r#"(module
-                (import "$root" "log" (func (param i32 i32 i32)))
-                (memory (export "memory") 1)
-                (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 8))
-                (func (export "init") (param i32 i32) (result i32) (i32.const 0))
-                (func (export "decide") (param i32) (result i32) (i32.const 16)))"#,
-        )
-        .unwrap();
-        let component = crate::componentize::componentize(&core).unwrap().component;
+        let component = minimal_component();
         let (imports, exports) = component_items(&component).unwrap();
         assert!(imports.contains(&ComponentItem {
             kind: "func",

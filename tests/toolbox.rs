@@ -16,6 +16,11 @@ fn htlcgate(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `htlcgate componentize CORE -o OUT`.
+fn componentize(core: &str, out: &str) -> Output {
+    htlcgate(&["componentize", core, "-o", out])
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -59,12 +64,7 @@ fn componentize_names_a_stray_import_and_the_asc_flag_that_removes_it() {
     )
     .unwrap();
     let out_path = dir.path().join("plugin.wasm");
-    let out = htlcgate(&[
-        "componentize",
-        core.to_str().unwrap(),
-        "-o",
-        out_path.to_str().unwrap(),
-    ]);
+    let out = componentize(core.to_str().unwrap(), out_path.to_str().unwrap());
     let msg = text(&out);
     assert!(!out.status.success(), "{msg}");
     assert!(
@@ -93,12 +93,7 @@ fn componentize_names_an_outcome_export_of_the_wrong_shape_and_the_sdk_import_th
     )
     .unwrap();
     let out_path = dir.path().join("plugin.wasm");
-    let out = htlcgate(&[
-        "componentize",
-        core.to_str().unwrap(),
-        "-o",
-        out_path.to_str().unwrap(),
-    ]);
+    let out = componentize(core.to_str().unwrap(), out_path.to_str().unwrap());
     let msg = text(&out);
     assert!(!out.status.success(), "{msg}");
     assert!(
@@ -141,12 +136,7 @@ fn componentize_into_a_directory_fails_saying_o_is_a_file_path_and_leaves_no_tem
     for target in ["plugin.wasm", "plugins"] {
         let target = dir.path().join(target);
         std::fs::create_dir(&target).unwrap();
-        let out = htlcgate(&[
-            "componentize",
-            core.to_str().unwrap(),
-            "-o",
-            target.to_str().unwrap(),
-        ]);
+        let out = componentize(core.to_str().unwrap(), target.to_str().unwrap());
         let msg = text(&out);
         assert!(!out.status.success(), "{msg}");
         let left: Vec<String> = names_in(dir.path())
@@ -176,12 +166,7 @@ fn componentize_into_a_missing_directory_names_it_and_leaves_nothing() {
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, minimal_core()).unwrap();
     let target = dir.path().join("no-such-dir/plugin.wasm");
-    let out = htlcgate(&[
-        "componentize",
-        core.to_str().unwrap(),
-        "-o",
-        target.to_str().unwrap(),
-    ]);
+    let out = componentize(core.to_str().unwrap(), target.to_str().unwrap());
     let msg = text(&out);
     assert!(!out.status.success(), "{msg}");
     assert!(
@@ -200,12 +185,7 @@ fn componentize_turns_the_go_and_assemblyscript_core_modules_into_loadable_plugi
     for name in ["go-peer-hold", "as-peer-hold"] {
         let core = core_dir.join(format!("{name}.core.wasm"));
         let out_path = dir.path().join(format!("{name}.wasm"));
-        let out = htlcgate(&[
-            "componentize",
-            core.to_str().unwrap(),
-            "-o",
-            out_path.to_str().unwrap(),
-        ]);
+        let out = componentize(core.to_str().unwrap(), out_path.to_str().unwrap());
         assert!(out.status.success(), "{}", text(&out));
         assert!(
             text(&out).contains("htlcgate:plugin@0.2.0"),
@@ -216,12 +196,7 @@ fn componentize_turns_the_go_and_assemblyscript_core_modules_into_loadable_plugi
     for name in ["go-fee-floor", "as-fee-floor"] {
         let core = core_dir.join(format!("{name}.core.wasm"));
         let out_path = dir.path().join(format!("{name}.wasm"));
-        let out = htlcgate(&[
-            "componentize",
-            core.to_str().unwrap(),
-            "-o",
-            out_path.to_str().unwrap(),
-        ]);
+        let out = componentize(core.to_str().unwrap(), out_path.to_str().unwrap());
         assert!(out.status.success(), "{}", text(&out));
         let check = htlcgate(&["check", out_path.to_str().unwrap(), "--repeat", "3"]);
         assert!(check.status.success(), "{}", text(&check));

@@ -27,7 +27,7 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
                 .map(|f| ("the journal's file".to_string(), f.clone())),
         );
         let mut audit = vec![a.path.clone()];
-        audit.extend((1..=a.keep).map(|n| suffixed(&a.path, &format!(".{n}"))));
+        audit.extend((1..=a.keep).map(|n| crate::audit::rotated_path(&a.path, n)));
         for written in &audit {
             clash("audit.path", written, &kept, "audit log")?;
         }
@@ -60,13 +60,6 @@ fn clash(
             ),
         )),
     }
-}
-
-/// `path` with `suffix` appended to its last component.
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
 }
 
 /// The same file: equal once `.` and `..` are folded away, or, where both exist,

@@ -23,6 +23,20 @@ fn amounts(a: &HtlcAmounts) -> wit::HtlcAmounts {
     }
 }
 
+/// The event a plugin is told to find out whether its `outcome` listens (`check`,
+/// replay's probe): a forward of HTLC 0:0 failed downstream, at `at_unix_ms`.
+pub fn sample(at_unix_ms: u64) -> wit::HtlcOutcome {
+    wit::HtlcOutcome {
+        incoming_circuit_key: wit::CircuitKey {
+            chan_id: 0,
+            htlc_id: 0,
+        },
+        outgoing_circuit_key: None,
+        kind: wit::OutcomeKind::ForwardFailed,
+        at_unix_ms,
+    }
+}
+
 /// The WIT record for one outcome. `at-unix-ms` is 0 for a time before the
 /// epoch (LND never sends one).
 pub fn to_wit(o: &HtlcOutcome) -> wit::HtlcOutcome {

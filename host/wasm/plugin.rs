@@ -317,7 +317,6 @@ impl Plugin {
     /// failed downstream): this plugin's instance and state are not touched. A
     /// probe that cannot run counts as listening.
     pub fn listens_to_outcomes(&self) -> bool {
-        use crate::wasm::bindings::{CircuitKey, OutcomeKind};
         if !self.wants_outcomes() {
             return false;
         }
@@ -328,22 +327,12 @@ impl Plugin {
                 Err(_) => return true,
             },
         };
-        let sample = HtlcOutcome {
-            incoming_circuit_key: CircuitKey {
-                chan_id: 0,
-                htlc_id: 0,
-            },
-            outgoing_circuit_key: None,
-            kind: OutcomeKind::ForwardFailed,
-            at_unix_ms: 0,
-        };
+        let sample = crate::wasm::outcome::sample(0);
         self.marker.enter();
         let ignored = match self.instantiate_and_init_with(kv) {
             Ok(mut probe) => {
                 let store = &mut probe.store;
-                store.set_fuel(self.cfg.fuel).expect("fuel is enabled");
-                store.set_epoch_deadline(ticks(self.cfg.timeout));
-                store.data_mut().deadline = Some(Instant::now() + self.cfg.timeout);
+                arm(store, self.cfg.fuel, self.cfg.timeout);
                 probe.exports.call_outcome(store, &sample).is_ok() && store.data().ignores_outcomes
             }
             Err(_) => false,
@@ -365,10 +354,8 @@ impl Plugin {
         state.node = self.sandbox.node.clone();
         let mut store = Store::new(&self.sandbox.engine, state);
         store.limiter(|s| &mut s.memory);
-        store.set_fuel(self.cfg.init_fuel).expect("fuel is enabled");
-        store.set_epoch_deadline(ticks(self.cfg.init_timeout));
         store.epoch_deadline_trap();
-        store.data_mut().deadline = Some(std::time::Instant::now() + self.cfg.init_timeout);
+        arm(&mut store, self.cfg.init_fuel, self.cfg.init_timeout);
         let classify = |store: &Store<PluginState>, e: &wasmtime::Error| {
             PluginFault::from_call_error(
                 e,
@@ -525,9 +512,7 @@ impl Plugin {
             );
         };
         let store = &mut live.store;
-        store.set_fuel(self.cfg.fuel).expect("fuel is enabled");
-        store.set_epoch_deadline(ticks(self.cfg.timeout));
-        store.data_mut().deadline = Some(std::time::Instant::now() + self.cfg.timeout);
+        arm(store, self.cfg.fuel, self.cfg.timeout);
         store.data_mut().set_current(current);
         // The deadline only runs while the ticker ticks: marked from before the call.
         self.marker.enter();
@@ -574,4 +559,13 @@ impl Plugin {
             }
         }
     }
+}
+
+/// Gives a call into the guest its limits: `fuel`, and `timeout` from now both
+/// as the epoch deadline (wasm code) and as the deadline WASI's waits end at
+/// (host code, [`crate::wasm::wait`]).
+fn arm(store: &mut Store<PluginState>, fuel: u64, timeout: Duration) {
+    store.set_fuel(fuel).expect("fuel is enabled");
+    store.set_epoch_deadline(ticks(timeout));
+    store.data_mut().deadline = Some(Instant::now() + timeout);
 }
