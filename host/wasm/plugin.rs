@@ -332,7 +332,7 @@ impl Plugin {
         let ignored = match self.instantiate_and_init_with(kv) {
             Ok(mut probe) => {
                 let store = &mut probe.store;
-                arm(store, self.cfg.fuel, self.cfg.timeout);
+                arm(store, self.cfg.fuel, self.cfg.timeout, Instant::now());
                 probe.exports.call_outcome(store, &sample).is_ok() && store.data().ignores_outcomes
             }
             Err(_) => false,
@@ -355,7 +355,12 @@ impl Plugin {
         let mut store = Store::new(&self.sandbox.engine, state);
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_trap();
-        arm(&mut store, self.cfg.init_fuel, self.cfg.init_timeout);
+        arm(
+            &mut store,
+            self.cfg.init_fuel,
+            self.cfg.init_timeout,
+            Instant::now(),
+        );
         let classify = |store: &Store<PluginState>, e: &wasmtime::Error| {
             PluginFault::from_call_error(
                 e,
@@ -428,7 +433,7 @@ impl Plugin {
             return (Step::Quarantined, Cost::default());
         }
         let started = Instant::now();
-        let (result, fuel_used) = self.call(Some(input.clone()), |exports, store| {
+        let (result, fuel_used) = self.call(started, Some(input.clone()), |exports, store| {
             exports.call_decide(store, input)
         });
         let cost = Cost {
@@ -480,8 +485,9 @@ impl Plugin {
             return (Ok(()), Cost::default());
         }
         let started = Instant::now();
-        let (result, fuel_used) =
-            self.call(None, |exports, store| exports.call_outcome(store, outcome));
+        let (result, fuel_used) = self.call(started, None, |exports, store| {
+            exports.call_outcome(store, outcome)
+        });
         let cost = Cost {
             fuel: fuel_used,
             elapsed: started.elapsed(),
@@ -495,11 +501,12 @@ impl Plugin {
         (result, cost)
     }
 
-    /// Runs one call into the live instance under the per-call limits, with
-    /// `current` as the HTLC the `onion-blob` import reads; returns its result
-    /// and the fuel it used.
+    /// Runs one call into the live instance under the per-call limits (its
+    /// deadline counted from `started`), with `current` as the HTLC the
+    /// `onion-blob` import reads; returns its result and the fuel it used.
     fn call<T>(
         &mut self,
+        started: Instant,
         current: Option<Arc<HtlcInput>>,
         f: impl FnOnce(&Exports, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> (Result<T, PluginFault>, u64) {
@@ -512,7 +519,7 @@ impl Plugin {
             );
         };
         let store = &mut live.store;
-        arm(store, self.cfg.fuel, self.cfg.timeout);
+        arm(store, self.cfg.fuel, self.cfg.timeout, started);
         store.data_mut().set_current(current);
         // The deadline only runs while the ticker ticks: marked from before the call.
         self.marker.enter();
@@ -561,11 +568,12 @@ impl Plugin {
     }
 }
 
-/// Gives a call into the guest its limits: `fuel`, and `timeout` from now both
-/// as the epoch deadline (wasm code) and as the deadline WASI's waits end at
-/// (host code, [`crate::wasm::wait`]).
-fn arm(store: &mut Store<PluginState>, fuel: u64, timeout: Duration) {
+/// Gives a call into the guest starting at `started` its limits: `fuel`, and
+/// `timeout` both as the epoch deadline (wasm code) and as the instant WASI's
+/// waits end at (host code, [`crate::wasm::wait`]). `started` is the caller's
+/// clock read, so a call reads the clock once.
+fn arm(store: &mut Store<PluginState>, fuel: u64, timeout: Duration, started: Instant) {
     store.set_fuel(fuel).expect("fuel is enabled");
     store.set_epoch_deadline(ticks(timeout));
-    store.data_mut().deadline = Some(Instant::now() + timeout);
+    store.data_mut().deadline = Some(started + timeout);
 }
