@@ -569,6 +569,23 @@ impl Gate {
                 None
             }
         };
+        // The journal knows keys, not HTLCs: a journal reused where its keys name
+        // other HTLCs (a regtest reset, a config directory moved to another node
+        // or chain) may hold a settle for this key with another HTLC's preimage.
+        // Sending it would settle with a preimage that does not hash to this
+        // payment hash (never allowed: it loses the forward or ends the stream),
+        // so such an entry is not this HTLC's verdict and the HTLC is decided.
+        let journaled = journaled.filter(|v| match v {
+            Verdict::Settle(p) => {
+                let fits =
+                    crate::verdict::check_preimage(p, &input.record.payment_hash).is_ok();
+                if !fits {
+                    tracing::error!(circuit = %key, "the journal's settle for this key has a preimage that does not hash to this HTLC's payment hash: the journal was kept from another node or chain (or reset); deciding the HTLC instead");
+                }
+                fits
+            }
+            _ => true,
+        });
         if on_chain.contains(&key) && !matches!(journaled, Some(Verdict::Settle(_))) {
             // LND holds this key on-chain and refused our resume/fail: answering it
             // again with anything but a settle would end the stream again.

@@ -17,7 +17,9 @@
 //!   message, ending the stream on the first violation: the message checks of
 //!   `resolveFromClient` first (missing key, custom records, failure message and
 //!   code, preimage, action), then the held-set lookup ("forward does not exist"),
-//!   then the on-chain restrictions. A key that broke a rule stays held;
+//!   then a settle's preimage against the payment hash ("preimage does not match
+//!   hash", in both flows as in LND's source), then the on-chain restrictions. A
+//!   key that broke a rule stays held;
 //! - on-chain HTLCs (incoming channel force-closed): only SETTLE resolves them;
 //!   RESUME / FAIL end the stream, and they survive interceptor disconnects.
 //!
@@ -869,17 +871,21 @@ impl State {
             )));
         };
 
+        // LND's source checks the hash in both flows (`interceptedForward.Settle`
+        // in htlcswitch/interceptable_switch.go off-chain, the witness beacon
+        // on-chain); the shared doc says the off-chain flow does not and the
+        // forwarded amount is lost. Either way such a settle must never be sent:
+        // the mock ends the stream, so every test that checks its violations
+        // catches one.
+        if matches!(action, Ok(ResolveHoldForwardAction::Settle))
+            && Sha256::digest(&resp.preimage).as_slice() != held.request.payment_hash.as_slice()
+        {
+            return fail(Status::unknown("preimage does not match hash"));
+        }
+
         if held.on_chain {
             match action {
-                Ok(ResolveHoldForwardAction::Settle) => {
-                    // The on-chain flow hands the preimage to the witness beacon,
-                    // which checks it against the hash (the off-chain flow does not).
-                    if Sha256::digest(&resp.preimage).as_slice()
-                        != held.request.payment_hash.as_slice()
-                    {
-                        return fail(Status::unknown("preimage does not match hash"));
-                    }
-                }
+                Ok(ResolveHoldForwardAction::Settle) => {}
                 Ok(ResolveHoldForwardAction::Fail) => {
                     return fail(Status::unknown(
                         "cannot fail held htlc in the on-chain flow",

@@ -80,6 +80,58 @@ async fn after_a_restart_a_replayed_htlc_gets_its_journaled_verdict() {
     assert_eq!(answer(&mut rx).await, ResolveHoldForwardAction::Fail);
 }
 
+/// A journal reused where its keys name other HTLCs (a regtest reset, or a
+/// config directory moved to another node or chain) held a settle for the key.
+/// Replaying it would send a preimage that does not hash to this HTLC's payment
+/// hash: the HTLC is decided afresh instead, never settled with it.
+#[tokio::test]
+async fn a_journaled_settle_whose_preimage_does_not_fit_this_htlc_is_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htlcgate.journal");
+    {
+        let journal = Journal::open(&path, Retention::default()).unwrap();
+        // The settle another HTLC with this key got (its own preimage).
+        let other = sample_preimage(99, 99);
+        journal
+            .record(
+                htlcgate::circuit::CircuitKey {
+                    chan_id: 1,
+                    htlc_id: 7,
+                },
+                &Verdict::Settle(other),
+                800_134,
+            )
+            .await
+            .unwrap();
+        journal.sync().await.unwrap();
+    }
+    let gate = Gate::new(
+        chain(&[plugin("fee-floor")]),
+        ChainConfig::default(),
+        Journal::open(&path, Retention::default()).unwrap(),
+        None,
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = gate.open_stream(tx);
+    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        got.action(),
+        ResolveHoldForwardAction::Settle,
+        "a settle with another HTLC's preimage was sent: {got:?}"
+    );
+    assert_eq!(got.action(), ResolveHoldForwardAction::Resume);
+    // Its fresh verdict is the one kept: LND replaying it on the next stream
+    // gets it too.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = gate.open_stream(tx);
+    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    assert_eq!(answer(&mut rx).await, ResolveHoldForwardAction::Resume);
+}
+
 /// Waits until HTLCs 0..n on channel 1 are answered, then checks: each exactly
 /// once, failed where `fails(id)`, resumed otherwise, no rule broken, none
 /// resolved by LND itself.
