@@ -54,6 +54,17 @@ pub enum KvError {
         /// The limit.
         max: u32,
     },
+    /// `kv_max_keys` deletions wait for a commit (the journal cannot write: a
+    /// full disk): until one succeeds, no new key is taken, so that memory stays
+    /// bounded (each waiting deletion keeps its key in memory).
+    #[error(
+        "kv_max_keys = {max} deletions are not on disk yet (the journal cannot commit; \
+         see the daemon's log): no new key until they are"
+    )]
+    DeletionsPending {
+        /// The limit (`kv_max_keys`).
+        max: u32,
+    },
     /// The database failed.
     #[error("plugin state store: {0}")]
     Storage(String),
@@ -99,6 +110,9 @@ struct NsState {
     dirty: HashSet<Vec<u8>>,
     /// Keys present (in memory or on disk).
     count: u64,
+    /// Deletions in `cache` (`None`) not yet committed: at most `kv_max_keys`
+    /// before a new key is refused, so the cache holds at most twice that.
+    tombstones: u64,
 }
 
 /// One key's new state, on its way to the database file.
@@ -281,6 +295,7 @@ impl KvStore {
                 }
                 if !st.dirty.contains(&k) && matches!(st.cache.get(&k), Some(None)) {
                     st.cache.remove(&k);
+                    st.tombstones -= 1;
                 }
             }
         }
@@ -368,6 +383,7 @@ impl Namespace {
             });
         }
         let mut st = lock(&self.state);
+        let tombstone = matches!(st.cache.get(key), Some(None));
         let present = self.load(&mut st, key)?.is_some();
         if !present {
             if st.count >= u64::from(limits.max_keys) {
@@ -375,7 +391,16 @@ impl Namespace {
                     max: limits.max_keys,
                 });
             }
+            // A tombstone's key coming back does not grow the cache.
+            if !tombstone && st.tombstones >= u64::from(limits.max_keys) {
+                return Err(KvError::DeletionsPending {
+                    max: limits.max_keys,
+                });
+            }
             st.count += 1;
+        }
+        if tombstone {
+            st.tombstones -= 1;
         }
         st.cache.insert(key.to_vec(), Some(value.to_vec()));
         self.mark(&mut st, key);
@@ -397,6 +422,7 @@ impl Namespace {
         st.count -= 1;
         if self.db.is_some() {
             st.cache.insert(key.to_vec(), None);
+            st.tombstones += 1;
             self.mark(&mut st, key);
         } else {
             st.cache.remove(key);
@@ -541,6 +567,50 @@ mod tests {
                 .get(b"k", &l),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn deletions_that_cannot_reach_the_disk_do_not_grow_memory_without_bound() {
+        // A plugin that sets and deletes fresh keys while every commit fails (a
+        // full disk) kept one tombstone per deleted key in memory, unbounded.
+        let (_dir, db) = disk();
+        let l = KvLimits {
+            max_keys: 4,
+            ..KvLimits::default()
+        };
+        let s = KvStore::on(db.clone()).unwrap();
+        let ns = s.namespace("p").unwrap();
+        let mut refused = None;
+        for i in 0..100u32 {
+            let key = i.to_be_bytes();
+            if let Err(e) = ns.set(&key, b"v", &l) {
+                refused = Some((i, e));
+                break;
+            }
+            ns.delete(&key, &l).unwrap();
+            let txn = db.begin_write().unwrap();
+            let f = s.flush_into(&txn).unwrap();
+            txn.abort().unwrap();
+            s.failed(f);
+        }
+        let (i, e) = refused.expect("a new key was refused once deletions piled up");
+        assert_eq!(i, 4, "refused after kv_max_keys pending deletions");
+        assert!(matches!(e, KvError::DeletionsPending { max: 4 }), "{e:?}");
+        assert!(e.to_string().contains("not on disk yet"), "{e}");
+        assert!(lock(&ns.state).cache.len() <= 8);
+        // A tombstone's own key can come back: that does not grow memory.
+        ns.set(&0u32.to_be_bytes(), b"again", &l).unwrap();
+        // Once a commit succeeds, the tombstones go and new keys are taken again.
+        flush(&s, &db);
+        ns.set(b"new", b"v", &l).unwrap();
+        assert_eq!(ns.len(), 2);
+        let again = KvStore::on(db).unwrap();
+        let ns2 = again.namespace("p").unwrap();
+        assert_eq!(
+            ns2.get(&0u32.to_be_bytes(), &l),
+            Ok(Some(b"again".to_vec()))
+        );
+        assert_eq!(ns2.get(&1u32.to_be_bytes(), &l), Ok(None));
     }
 
     #[test]

@@ -369,6 +369,7 @@ impl PluginState {
                 KvError::KeyTooLong { max, .. } => WitKvError::KeyTooLong(max),
                 KvError::ValueTooLong { max, .. } => WitKvError::ValueTooLong(max),
                 KvError::TooManyKeys { max } => WitKvError::TooManyKeys(max),
+                e @ KvError::DeletionsPending { .. } => WitKvError::Storage(e.to_string()),
                 KvError::Storage(m) => WitKvError::Storage(m),
             }
         })
