@@ -340,7 +340,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(&SandboxConfig::default())?
         .with_kv(journal.kv())
         .with_node(node.clone());
-    let chain = Chain::load(&sandbox, &plugins, Verdict::Resume)?;
+    // Off the runtime: a plugin's `init` may wait in WASI, which would panic on a
+    // runtime thread (as in `run` and `replay`).
+    let specs = plugins.clone();
+    let chain = tokio::task::spawn_blocking(move || Chain::load(&sandbox, &specs, Verdict::Resume))
+        .await
+        .context("loading the demo chain")??;
     let (obs_tx, mut obs_rx) = mpsc::unbounded_channel();
     let gate = Gate::with_options(
         chain,
