@@ -21,7 +21,10 @@
 //! reads the onion blob gets zeros of the recorded size (the log does not keep
 //! onions). Replay has no LND: no node context and no outcomes; the plugins that
 //! need them are named at the start, on stderr and in the summary
-//! ([`cannot_reproduce`]).
+//! ([`cannot_reproduce`]). The plugins' monotonic clock and randomness come from
+//! the recorded HTLCs too ([`crate::wasm::determinism`]): a replay decides the
+//! same way on every run, and the plugins that read randomness while deciding
+//! are named in the summary.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -41,6 +44,7 @@ use crate::journal::Journal;
 use crate::lnd::proto::routerrpc::ForwardHtlcInterceptResponse;
 use crate::record::HtlcRecord;
 use crate::verdict::Verdict;
+use crate::wasm::determinism::Determinism;
 use crate::wasm::engine::Sandbox;
 use crate::wasm::plugin::Plugin;
 
@@ -161,6 +165,9 @@ pub struct Replayer {
     /// What replay cannot reproduce for some plugins (see [`cannot_reproduce`]),
     /// one message per plugin.
     pub cannot_reproduce: Vec<String>,
+    /// Each plugin's replay clock and randomness, which count the decisions
+    /// that read randomness.
+    determinism: Vec<(String, Arc<Determinism>)>,
     gate: Arc<Gate>,
     gen: StreamGen,
     events: mpsc::UnboundedReceiver<DecisionEvent>,
@@ -172,7 +179,9 @@ impl Replayer {
     /// Loads `config`'s chain (compile, instantiate, `init`).
     pub fn load(config: &Path) -> anyhow::Result<Replayer> {
         let cfg = Config::load(config)?;
-        let sandbox = Sandbox::new(&cfg.sandbox).context("starting the wasm engine")?;
+        let sandbox = Sandbox::new(&cfg.sandbox)
+            .context("starting the wasm engine")?
+            .for_replay();
         let loaded = cfg
             .plugins
             .iter()
@@ -180,6 +189,10 @@ impl Replayer {
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("loading the chain of {}", config.display()))?;
         let cannot_reproduce = loaded.iter().filter_map(cannot_reproduce).collect();
+        let determinism = loaded
+            .iter()
+            .filter_map(|p| Some((p.name.to_string(), p.determinism()?)))
+            .collect();
         let chain = Chain::from_plugins(loaded, cfg.chain.default_verdict.verdict());
         let plugins = chain.names().iter().map(|n| n.to_string()).collect();
         let (tx, events) = mpsc::unbounded_channel();
@@ -207,6 +220,7 @@ impl Replayer {
             config: config.to_owned(),
             plugins,
             cannot_reproduce,
+            determinism,
             gate,
             gen,
             events,
@@ -234,6 +248,26 @@ impl Replayer {
             })?;
         while self.answers.try_recv().is_ok() {}
         Ok(Outcome::from_event(&ev))
+    }
+
+    /// [`Replayer::cannot_reproduce`], plus the plugins that read randomness
+    /// while deciding so far: replay's randomness is derived from each HTLC (the
+    /// same on every run and for both configs), so it cannot be the one the
+    /// daemon's plugin drew.
+    pub fn cannot_reproduce_now(&self) -> Vec<String> {
+        let mut all = self.cannot_reproduce.clone();
+        for (name, d) in &self.determinism {
+            let n = d.decisions_reading_randomness();
+            if n > 0 {
+                all.push(format!(
+                    "{name}: it read randomness in {} decisions; replay's randomness is \
+                     derived from each HTLC (the same on every run and for both configs), \
+                     not the daemon's, so those verdicts may differ from the recorded ones",
+                    thousands(n)
+                ));
+            }
+        }
+        all
     }
 }
 
@@ -405,7 +439,7 @@ impl Stats {
             us_p99: percentile(&self.us, 99),
             recorded_compared: self.recorded_compared,
             recorded_differ: self.recorded_differ,
-            cannot_reproduce: r.cannot_reproduce.clone(),
+            cannot_reproduce: r.cannot_reproduce_now(),
         }
     }
 }

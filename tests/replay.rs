@@ -628,6 +628,75 @@ fn plugins_read_the_time_an_audit_line_recorded() {
     assert_eq!(summary["recorded_differ"], 0);
 }
 
+/// A plugin's monotonic clock (`std::time::Instant`) and its randomness come from
+/// the record, not the machine: HTLCs a minute apart by the record are a minute
+/// apart for a plugin timing them with `Instant` however fast replay reads them;
+/// random draws are the same on every run and for both configs of `--against`;
+/// a plugin that read randomness while deciding is named in the summary.
+#[test]
+fn plugins_monotonic_clock_and_randomness_come_from_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let gap = one_plugin_config(
+        dir.path(),
+        "gap.toml",
+        "instant-gap",
+        "",
+        "min_gap_ms = \"10000\"",
+    );
+    let htlcs = corpus(&fixture());
+    let input = dir.path().join("audit.jsonl");
+    let lines = |seconds_apart: u64| {
+        htlcs[..5]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let t = i as u64 * seconds_apart;
+                let time = format!("2026-03-01T10:{:02}:{:02}.000000Z", t / 60, t % 60);
+                audit_line(&time, h, "resume", "default") + "\n"
+            })
+            .collect::<String>()
+    };
+    std::fs::write(&input, lines(60)).unwrap();
+    let (out, summary) = replay_json(&["--config", s(&gap), s(&input)]);
+    let verdicts: Vec<&str> = out.iter().map(|l| l["verdict"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, ["resume"; 5], "a minute apart by the record");
+    assert_eq!(summary["cannot_reproduce"], serde_json::json!([]));
+    std::fs::write(&input, lines(1)).unwrap();
+    let (out, _) = replay_json(&["--config", s(&gap), s(&input)]);
+    let verdicts: Vec<&str> = out.iter().map(|l| l["verdict"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, ["resume", "fail", "fail", "fail", "fail"]);
+
+    let coin = one_plugin_config(
+        dir.path(),
+        "coin.toml",
+        "instant-gap",
+        "",
+        "coin = \"true\"",
+    );
+    let run = || {
+        let (out, summary) = replay_json(&["--config", s(&coin), s(&fixture())]);
+        let verdicts: Vec<String> = out
+            .iter()
+            .map(|l| l["verdict"].as_str().unwrap().to_owned())
+            .collect();
+        (verdicts, summary)
+    };
+    let (first, summary) = run();
+    assert_eq!(first.len(), htlcs.len());
+    assert!(first.iter().any(|v| v == "fail") && first.iter().any(|v| v == "resume"));
+    assert_eq!(run().0, first, "the same draws on every run");
+    let named = summary["cannot_reproduce"].as_array().unwrap();
+    assert_eq!(named.len(), 1, "{summary}");
+    let named = named[0].as_str().unwrap();
+    assert!(
+        named.starts_with("instant-gap: ")
+            && named.contains(&format!("randomness in {} decisions", htlcs.len())),
+        "{named}"
+    );
+    let (_, summary) = replay_json(&["--config", s(&coin), "--against", s(&coin), s(&fixture())]);
+    assert_eq!(summary["differ"], 0, "both configs draw the same");
+}
+
 /// A config whose chain starts with the hold fixture (holding `holds` times for
 /// `hold_ms` each), then `A`'s policy, with `[chain] max_hold_ms`.
 fn holding_config(dir: &Path, file: &str, holds: u32, hold_ms: u32, max_hold_ms: u64) -> PathBuf {

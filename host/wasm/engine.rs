@@ -33,6 +33,10 @@ pub struct Sandbox {
     /// The node context behind the `channel` and `block-height` imports; `None`
     /// (both answer none) unless set with [`Sandbox::with_node`].
     pub node: Option<NodeContext>,
+    /// A replay's sandbox: plugins' monotonic clock and randomness come from the
+    /// recorded HTLCs ([`crate::wasm::determinism`]); set with
+    /// [`Sandbox::for_replay`].
+    pub replay: bool,
     /// Keeps the ticker alive; the ticker stops when the last `Sandbox` is dropped.
     ticker: Arc<Ticker>,
 }
@@ -75,6 +79,7 @@ impl Sandbox {
             cache,
             kv: KvStore::memory(),
             node: None,
+            replay: false,
             ticker: Arc::new(Ticker { clock }),
         })
     }
@@ -90,6 +95,14 @@ impl Sandbox {
     /// from `node` (memory reads: a plugin never waits on LND).
     pub fn with_node(mut self, node: NodeContext) -> Sandbox {
         self.node = Some(node);
+        self
+    }
+
+    /// The same sandbox for `htlcgate replay`: plugins' monotonic clock and
+    /// randomness are derived from the recorded HTLCs, so that a replay decides
+    /// the same way every time ([`crate::wasm::determinism`]).
+    pub fn for_replay(mut self) -> Sandbox {
+        self.replay = true;
         self
     }
 

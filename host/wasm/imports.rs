@@ -24,6 +24,7 @@ use crate::config::KvLimits;
 use crate::kv::{KvError, Namespace};
 use crate::lnd::node::NodeContext;
 use crate::wasm::bindings::{ChannelInfo, DeciderImports, KvError as WitKvError, LogLevel};
+use crate::wasm::determinism::{Determinism, ReplayMonotonic, ReplayRandom};
 use crate::wasm::input::HtlcInput;
 
 /// Longest log line kept; the rest is cut.
@@ -301,6 +302,9 @@ pub struct PluginState {
     /// When the running call must end (its timeout from its start): WASI waits
     /// end there ([`crate::wasm::wait`]), as the epoch deadline ends wasm code.
     pub deadline: Option<std::time::Instant>,
+    /// Under `htlcgate replay`, the monotonic clock and randomness derived from
+    /// the recorded HTLCs; `None` (the machine's) in the daemon.
+    determinism: Option<Arc<Determinism>>,
 }
 
 impl PluginState {
@@ -308,9 +312,20 @@ impl PluginState {
     ///
     /// `log` is the plugin's limiter, kept across instances so that a plugin
     /// replaced after a fault does not get a fresh burst.
-    pub fn new(plugin: Arc<str>, limit_bytes: usize, log: Arc<Mutex<LogLimiter>>) -> PluginState {
+    pub fn new(
+        plugin: Arc<str>,
+        limit_bytes: usize,
+        log: Arc<Mutex<LogLimiter>>,
+        determinism: Option<Arc<Determinism>>,
+    ) -> PluginState {
         let clock = PluginClock::default();
         let mut b = WasiCtxBuilder::new();
+        if let Some(d) = &determinism {
+            b.monotonic_clock(ReplayMonotonic(d.clone()))
+                .secure_random(ReplayRandom(d.clone()))
+                .insecure_random(ReplayRandom(d.clone()))
+                .insecure_random_seed(d.insecure_seed());
+        }
         b.wall_clock(clock.clone())
             .stdout(LogStream {
                 log: log.clone(),
@@ -336,6 +351,7 @@ impl PluginState {
             node: None,
             ignores_outcomes: false,
             deadline: None,
+            determinism,
         }
     }
 
@@ -343,6 +359,9 @@ impl PluginState {
     /// import reads it, and the clock reads its recorded time if it has one.
     pub fn set_current(&mut self, current: Option<Arc<HtlcInput>>) {
         self.clock.set(current.as_ref().and_then(|h| h.clock_ms));
+        if let Some(d) = &self.determinism {
+            d.set_current(current.as_deref());
+        }
         self.current = current;
     }
 

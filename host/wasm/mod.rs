@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod clock;
+pub mod determinism;
 pub mod engine;
 pub mod fault;
 pub mod grants;

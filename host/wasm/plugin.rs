@@ -19,6 +19,7 @@ use crate::kv::Namespace;
 use crate::verdict::{self, Verdict};
 use crate::wasm::bindings::{HtlcOutcome, Resolution};
 use crate::wasm::clock::CallMarker;
+use crate::wasm::determinism::Determinism;
 use crate::wasm::engine::{ticks, Sandbox};
 use crate::wasm::fault::PluginFault;
 use crate::wasm::grants;
@@ -173,6 +174,9 @@ pub struct Plugin {
     log: Arc<std::sync::Mutex<LogLimiter>>,
     /// Its key-value namespace, when granted `kv`.
     kv: Option<Arc<Namespace>>,
+    /// Its replay clock and randomness, in a replay's sandbox
+    /// ([`Sandbox::for_replay`]); shared by every instance it gets.
+    determinism: Option<Arc<Determinism>>,
     consecutive_faults: u32,
     quarantined: bool,
     /// The plugin called `ignore-outcomes` (in any instance): `outcome` is not
@@ -186,6 +190,12 @@ const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x0
 const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 
 impl Plugin {
+    /// In a replay's sandbox, the plugin's replay clock and randomness (which
+    /// count the decisions that read randomness); `None` elsewhere.
+    pub fn determinism(&self) -> Option<Arc<Determinism>> {
+        self.determinism.clone()
+    }
+
     /// Reads, compiles, links, instantiates and `init`s a plugin.
     pub fn load(sandbox: &Sandbox, cfg: PluginConfig) -> Result<Plugin, LoadError> {
         let bytes = std::fs::read(&cfg.path).map_err(|e| LoadError::Read {
@@ -278,6 +288,7 @@ impl Plugin {
         } else {
             None
         };
+        let determinism = sandbox.replay.then(|| Determinism::new(&name));
         let mut p = Plugin {
             cfg,
             name,
@@ -287,6 +298,7 @@ impl Plugin {
             live: None,
             log,
             kv,
+            determinism,
             consecutive_faults: 0,
             quarantined: false,
             ignores_outcomes: false,
@@ -348,8 +360,12 @@ impl Plugin {
             path: self.cfg.path.clone(),
             fault,
         };
-        let mut state =
-            PluginState::new(self.name.clone(), self.cfg.memory_bytes, self.log.clone());
+        let mut state = PluginState::new(
+            self.name.clone(),
+            self.cfg.memory_bytes,
+            self.log.clone(),
+            self.determinism.clone(),
+        );
         state.kv = kv.map(|ns| (ns, self.cfg.kv));
         state.node = self.sandbox.node.clone();
         let mut store = Store::new(&self.sandbox.engine, state);
