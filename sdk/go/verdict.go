@@ -113,7 +113,9 @@ func ResumeModified() Verdict { return Verdict{Kind: KindResumeModified} }
 
 // Hold keeps the HTLC held at LND (no answer yet) and asks this plugin again
 // in ms milliseconds, with Htlc.Attempt one higher; the plugins before it are
-// not asked again. The host bounds every hold (`[chain] max_hold_ms`, default
+// not asked again, unless the chain was reloaded meanwhile (then the new chain
+// is asked from its start: a plugin that counts HTLCs should count each circuit
+// key once). The host bounds every hold (`[chain] max_hold_ms`, default
 // 60 s from the HTLC's arrival, and a margin before AutoFailHeight); at the
 // bound the plugin's `on_hold_expiry` verdict (default: fail with
 // temporary-channel-failure) is sent instead. Hold needs a host that speaks

@@ -102,7 +102,9 @@ export class Verdict {
   /**
    * Keep the HTLC held at LND (no answer yet) and ask this plugin again in `ms`
    * milliseconds, with htlc.attempt one higher; the plugins before it are not
-   * asked again. The host bounds every hold (`[chain] max_hold_ms`, default
+   * asked again, unless the chain was reloaded meanwhile (then the new chain is
+   * asked from its start: a plugin that counts HTLCs should count each circuit
+   * key once). The host bounds every hold (`[chain] max_hold_ms`, default
    * 60 s from the HTLC's arrival, and a margin before autoFailHeight); at the
    * bound the plugin's `on_hold_expiry` verdict (default: fail with
    * temporary-channel-failure) is sent instead.

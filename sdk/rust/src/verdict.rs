@@ -92,7 +92,9 @@ pub enum Verdict {
     ResumeModified(Modification),
     /// Keep the HTLC held at LND (no answer yet) and ask this plugin again in
     /// this many milliseconds, with [`Htlc::attempt`](crate::Htlc::attempt) + 1.
-    /// The plugins before this one are not asked again.
+    /// The plugins before this one are not asked again, unless the chain was
+    /// reloaded meanwhile: then the new chain is asked from its start. A plugin
+    /// that counts HTLCs should count each circuit key once.
     ///
     /// A hold is bounded by the host: at most `[chain] max_hold_ms` (default
     /// 60 s) counted from the HTLC's arrival, and never later than
