@@ -99,6 +99,22 @@ impl Settings {
     pub fn limits(&self, peer: &NodeId) -> Limits {
         self.peers.get(peer).copied().unwrap_or(self.defaults)
     }
+
+    /// How long a queue entry whose HTLC is not asked about again is kept, ms:
+    /// 2 × (`queue_max_ms` + `queue_retry_ms`). A queued HTLC is asked again
+    /// every `queue_retry_ms` (plus the host's delay) until it has waited
+    /// `queue_max_ms`, so its last ask comes within `queue_max_ms` +
+    /// `queue_retry_ms` (+ delay) of queueing; kept twice that, its entry is
+    /// still there to tell that it waited too long (decided as in mode `fail`)
+    /// and keep its place, whatever `queue_retry_ms` is. (Twice `queue_max_ms`
+    /// alone forgot entries before their next ask when `queue_retry_ms` was
+    /// the longer, and the HTLC then joined the back of the queue afresh, every
+    /// time.)
+    pub fn queue_forget_ms(&self) -> u64 {
+        self.queue_max_ms
+            .saturating_add(u64::from(self.queue_retry_ms))
+            .saturating_mul(2)
+    }
 }
 
 /// The default of `max_pending`.

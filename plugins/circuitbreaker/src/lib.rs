@@ -9,14 +9,18 @@
 //!   (0: no rate limit); each HTLC let through takes a token.
 //!
 //! An HTLC within the limits is answered `next` (the rest of the chain decides)
-//! and counted in flight until an outcome resolves it. Beyond the limits the
+//! and counted in flight until an outcome resolves it; so is a queued HTLC the
+//! host lets through itself (its `forwarded` outcome). Beyond the limits the
 //! peer's mode applies: `fail` fails it (TEMPORARY_CHANNEL_FAILURE), `queue`
 //! holds it in the peer's FIFO queue until a slot and a token free up,
 //! `queue-peer-initiated` queues only on channels the peer opened (else fails),
 //! `block` fails every HTLC of the peer.
 //!
 //! All state lives in the host's `kv` store (grant `kv`, layout in [`state`]),
-//! so limits hold across reloads and restarts. See README.md for the config.
+//! so limits hold across reloads and restarts. A clock that goes back refills
+//! and forgets nothing for the time it went back: buckets and entries stamped
+//! in the future are re-stamped at the corrected time. See README.md for the
+//! config.
 
 #![warn(missing_docs)]
 
@@ -26,7 +30,8 @@ pub mod state;
 use std::collections::BTreeSet;
 
 use htlcgate_sdk::{
-    export_plugin, kv, node, now_unix_ms, CircuitKey, Config, Htlc, Outcome, Plugin, Scid, Verdict,
+    export_plugin, kv, node, now_unix_ms, CircuitKey, Config, Htlc, Outcome, OutcomeKind, Plugin,
+    Scid, Verdict,
 };
 
 use config::{Limits, Settings};
@@ -75,12 +80,17 @@ impl PeerView<'_> {
     fn bucket(&mut self) -> Result<&mut Bucket, kv::KvError> {
         let bucket = match self.bucket.take() {
             Some(b) => b,
-            None => Bucket::load(
-                &self.chan_peer.peer,
-                self.now_ms,
-                self.limits.max_hourly_rate,
-                self.limits.burst,
-            )?,
+            None => {
+                let (b, went_back) = Bucket::load(
+                    &self.chan_peer.peer,
+                    self.now_ms,
+                    self.limits.max_hourly_rate,
+                    self.limits.burst,
+                )?;
+                // Re-anchored at a clock that went back: stored either way.
+                self.bucket_dirty |= went_back;
+                b
+            }
         };
         Ok(self.bucket.insert(bucket))
     }
@@ -260,13 +270,16 @@ impl CircuitBreaker {
         };
         let mut lists = PeerLists::load(&chan_peer.peer)?;
         let now_s = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
+        // Entries stamped in the future (the clock went back): stamped now.
+        lists.restamp_future(now_ms, now_s);
         lists.expire_inflight(
             node::block_height(),
             now_s,
             self.settings.max_inflight_age_s,
         );
-        // A queue entry not asked about for twice queue_max_ms is gone.
-        lists.forget_queued(now_ms, self.settings.queue_max_ms.saturating_mul(2));
+        // A queue entry not asked about for a while is gone (see
+        // Settings::queue_forget_ms).
+        lists.forget_queued(now_ms, self.settings.queue_forget_ms());
         let mut view = PeerView {
             settings: &self.settings,
             limits: self.settings.limits(&chan_peer.peer),
@@ -283,7 +296,10 @@ impl CircuitBreaker {
     }
 
     /// Takes `outcome` into account: a resolution ends an in-flight entry, any
-    /// outcome ends a queue entry. Outcomes for unknown keys change nothing.
+    /// outcome ends a queue entry, and `Forwarded` for a queued HTLC (the host
+    /// let it through while it waited: its hold cap or chain budget with a
+    /// `resume` verdict) counts it in flight from now until its resolution.
+    /// Outcomes for unknown keys change nothing.
     pub fn outcome_at(&mut self, outcome: &Outcome) -> Result<(), kv::KvError> {
         let key = outcome.incoming;
         // Only channels with entries have a stored peer.
@@ -291,9 +307,34 @@ impl CircuitBreaker {
             return Ok(());
         };
         let mut lists = PeerLists::load(&chan_peer.peer)?;
-        let mut changed = lists.remove_queued(key);
-        if outcome.is_resolution() && lists.remove_inflight(key) {
-            changed = true;
+        let queued = lists.remove_queued(key);
+        let mut changed = queued;
+        if outcome.is_resolution() {
+            changed |= lists.remove_inflight(key);
+        } else if let OutcomeKind::Forwarded(amounts) = &outcome.kind {
+            let counted = self.settings.limits(&chan_peer.peer).max_pending > 0;
+            if queued && counted && !lists.is_inflight(key) {
+                if lists.inflight.len() < MAX_ENTRIES {
+                    let now_s = u32::try_from(now_unix_ms() / 1000).unwrap_or(u32::MAX);
+                    lists.add_inflight(InFlight {
+                        key,
+                        // 0: LND did not say; the entry then expires by age.
+                        expiry: match amounts.incoming_expiry {
+                            0 => u32::MAX,
+                            e => e,
+                        },
+                        admitted_s: now_s,
+                    });
+                    htlcgate_sdk::debug!(
+                        "{key}: forwarded while queued (the host let it through); counted in flight"
+                    );
+                } else {
+                    htlcgate_sdk::warn!(
+                        "{key}: forwarded while queued, but peer {} already has {MAX_ENTRIES} HTLCs in flight (the most this plugin tracks); not counted",
+                        chan_peer.peer
+                    );
+                }
+            }
         }
         if changed {
             htlcgate_sdk::debug!("{key}: {} ends its entry", outcome.kind.name());

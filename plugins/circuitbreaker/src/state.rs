@@ -90,15 +90,17 @@ impl Bucket {
     }
 
     /// Adds what `rate` (tokens per hour) refilled since `last_ms`, up to
-    /// `burst` tokens. A clock that went back refills nothing.
+    /// `burst` tokens. A clock that went back refills nothing and takes nothing:
+    /// the bucket is re-anchored at `now_ms` (so after a jump forward and back
+    /// the refill goes on from the corrected time, not from the future).
     pub fn refill(&mut self, now_ms: u64, rate: u64, burst: u32) {
         let cap = u64::from(burst) * UNITS_PER_TOKEN;
         if now_ms > self.last_ms {
             let added = u128::from(now_ms - self.last_ms) * u128::from(rate);
             let level = u128::from(self.level) + added;
             self.level = u64::try_from(level.min(u128::from(cap))).unwrap_or(cap);
-            self.last_ms = now_ms;
         }
+        self.last_ms = now_ms;
         self.level = self.level.min(cap);
     }
 
@@ -129,8 +131,15 @@ impl Bucket {
         })
     }
 
-    /// `peer`'s bucket, brought up to `now_ms` (absent: full).
-    pub fn load(peer: &NodeId, now_ms: u64, rate: u64, burst: u32) -> Result<Bucket, kv::KvError> {
+    /// `peer`'s bucket, brought up to `now_ms` (absent: full), and whether it
+    /// must be stored even if no token is taken: true when it was re-anchored
+    /// because the clock went back (the stored time is in the future).
+    pub fn load(
+        peer: &NodeId,
+        now_ms: u64,
+        rate: u64,
+        burst: u32,
+    ) -> Result<(Bucket, bool), kv::KvError> {
         let mut bucket = match kv::get(&peer_key(b'b', peer))? {
             Some(bytes) => Bucket::decode(&bytes).unwrap_or_else(|| {
                 unreadable("token bucket");
@@ -138,8 +147,9 @@ impl Bucket {
             }),
             None => Bucket::full(burst, now_ms),
         };
+        let went_back = bucket.last_ms > now_ms;
         bucket.refill(now_ms, rate, burst);
-        Ok(bucket)
+        Ok((bucket, went_back))
     }
 
     /// Writes `peer`'s bucket.
@@ -286,6 +296,30 @@ impl PeerLists {
         if !self.dropped_chans.contains(&key.chan_id) {
             self.dropped_chans.push(key.chan_id);
         }
+    }
+
+    /// Re-stamps entries stamped after now (the clock went back since) as
+    /// stamped now, so they age from the corrected time: a queue entry stops
+    /// blocking `queue_max_ms` after that and an in-flight entry expires by age
+    /// `max_inflight_age_s` after it, not only once the clock has caught up.
+    /// How many changed.
+    pub fn restamp_future(&mut self, now_ms: u64, now_s: u32) -> usize {
+        let mut n = 0;
+        for e in &mut self.queue {
+            if e.since_ms > now_ms {
+                e.since_ms = now_ms;
+                self.queue_dirty = true;
+                n += 1;
+            }
+        }
+        for e in &mut self.inflight {
+            if e.admitted_s > now_s {
+                e.admitted_s = now_s;
+                self.inflight_dirty = true;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Drops in-flight entries whose incoming expiry `height` has reached or
@@ -480,10 +514,14 @@ mod tests {
         assert!(b.has_token());
         b.refill(1_100_000, 3600, 2);
         assert_eq!(b.level, 2 * UNITS_PER_TOKEN);
-        // A clock going back refills nothing and forgets nothing.
+        // A clock going back refills nothing and forgets nothing, and the
+        // refill goes on from the new time.
         b.take();
         b.refill(900_000, 3600, 2);
         assert_eq!(b.level, UNITS_PER_TOKEN);
+        assert_eq!(b.last_ms, 900_000);
+        b.refill(900_500, 3600, 2);
+        assert_eq!(b.level, UNITS_PER_TOKEN + UNITS_PER_TOKEN / 2);
         // A smaller burst caps what is there.
         b.refill(1_200_000, 3600, 1);
         assert_eq!(b.level, UNITS_PER_TOKEN);

@@ -360,7 +360,8 @@ fn an_expired_head_not_asked_again_does_not_block_the_queue() {
     assert_eq!(decide(&mut cb, A_THEIRS, 2), hold());
     clock::advance_ms(501);
     assert_eq!(decide(&mut cb, A_THEIRS, 2), next());
-    // After twice queue_max_ms it is forgotten: nothing of the queue is left.
+    // After 2 × (queue_max_ms + queue_retry_ms) it is forgotten: nothing of
+    // the queue is left.
     clock::advance_ms(2000);
     settle(&mut cb, A_THEIRS, 2);
     assert_eq!(decide(&mut cb, A_THEIRS, 3), next());
@@ -768,4 +769,146 @@ fn the_readme_example_config_is_accepted() {
     assert_eq!(cb.settings().limits(&b_key).mode, config::Mode::Queue);
     assert_eq!(cb.settings().limits(&b_key).max_pending, 50);
     assert_eq!(cb.settings().peers.len(), 2);
+}
+
+/// Amounts of a `Forwarded` outcome with incoming expiry `expiry`.
+fn forwarded(expiry: u32) -> OutcomeKind {
+    OutcomeKind::Forwarded(htlcgate_sdk::HtlcAmounts {
+        incoming_amount_msat: 2,
+        outgoing_amount_msat: 1,
+        incoming_expiry: expiry,
+        outgoing_expiry: expiry.saturating_sub(40),
+    })
+}
+
+#[test]
+fn a_queued_htlc_forwarded_anyway_counts_in_flight_until_resolved() {
+    // 0 = LND did not report the expiry: the entry then expires by age only.
+    for expiry in [HEIGHT + 144, 0] {
+        let mut cb = setup(&pending_only("1", "queue"));
+        assert_eq!(decide(&mut cb, A_THEIRS, 0), next());
+        assert_eq!(decide(&mut cb, A_THEIRS, 1), hold());
+        // The host let 1 through while queued (its hold cap with
+        // on_hold_expiry = "resume", or the chain budget with on_budget =
+        // "resume"): LND forwarded it.
+        outcome(&mut cb, A_THEIRS, 1, forwarded(expiry));
+        settle(&mut cb, A_THEIRS, 0);
+        // 1 is in flight now: with max_pending 1, 2 waits.
+        assert_eq!(decide(&mut cb, A_THEIRS, 2), hold(), "expiry {expiry}");
+        // A replay of 1 is not counted twice.
+        assert_eq!(decide(&mut cb, A_THEIRS, 1), next(), "expiry {expiry}");
+        assert_eq!(decide(&mut cb, A_THEIRS, 2), hold(), "expiry {expiry}");
+        settle(&mut cb, A_THEIRS, 1);
+        assert_eq!(decide(&mut cb, A_THEIRS, 2), next(), "expiry {expiry}");
+        settle(&mut cb, A_THEIRS, 2);
+        assert_eq!(kv::keys(), Vec::<Vec<u8>>::new());
+    }
+}
+
+#[test]
+fn a_queued_htlc_forwarded_anyway_expires_at_its_incoming_expiry() {
+    let mut cb = setup(&pending_only("1", "queue"));
+    assert_eq!(decide(&mut cb, A_THEIRS, 0), next());
+    assert_eq!(decide(&mut cb, A_THEIRS, 1), hold());
+    outcome(&mut cb, A_THEIRS, 1, forwarded(HEIGHT + 10));
+    settle(&mut cb, A_THEIRS, 0);
+    node::set_block_height(Some(HEIGHT + 9));
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), hold());
+    node::set_block_height(Some(HEIGHT + 10));
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), next());
+}
+
+#[test]
+fn a_clock_set_back_after_a_jump_forward_refills_from_the_new_time() {
+    // One token per second, one at most.
+    let mut cb = setup(&[
+        ("max_pending", "0"),
+        ("max_hourly_rate", "3600"),
+        ("burst", "1"),
+    ]);
+    // The clock is a day fast, then NTP sets it right.
+    clock::set_unix_ms(T0 + 86_400_000);
+    assert_eq!(decide(&mut cb, A_THEIRS, 0), next());
+    clock::set_unix_ms(T0);
+    // Going back refills nothing...
+    assert_eq!(decide(&mut cb, A_THEIRS, 1), fail());
+    clock::advance_ms(999);
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), fail());
+    // ...and the refill goes on from the corrected time.
+    clock::advance_ms(1);
+    assert_eq!(decide(&mut cb, A_THEIRS, 3), next());
+    assert_eq!(decide(&mut cb, A_THEIRS, 4), fail());
+}
+
+#[test]
+fn queue_entries_from_before_a_clock_jump_back_wait_from_the_jump() {
+    let mut cb = setup(&[
+        ("max_pending", "1"),
+        ("max_hourly_rate", "0"),
+        ("mode", "queue"),
+        ("queue_max_ms", "1000"),
+    ]);
+    clock::set_unix_ms(T0 + 86_400_000);
+    assert_eq!(decide(&mut cb, A_THEIRS, 0), next());
+    assert_eq!(decide(&mut cb, A_THEIRS, 1), hold());
+    clock::set_unix_ms(T0);
+    // 1 is still first (it waited 0 ms as far as the corrected clock knows).
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), hold());
+    settle(&mut cb, A_THEIRS, 0);
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), hold());
+    // 1 vanished without an outcome: it stops blocking queue_max_ms after the
+    // jump, not a day later.
+    clock::advance_ms(1001);
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), next());
+    settle(&mut cb, A_THEIRS, 2);
+    // And it is forgotten soon after.
+    clock::advance_ms(10_000);
+    assert_eq!(decide(&mut cb, A_THEIRS, 3), next());
+    settle(&mut cb, A_THEIRS, 3);
+    assert_eq!(kv::keys(), Vec::<Vec<u8>>::new());
+}
+
+#[test]
+fn in_flight_entries_from_before_a_clock_jump_back_age_from_the_jump() {
+    let mut cb = setup(&[
+        ("max_pending", "1"),
+        ("max_hourly_rate", "0"),
+        ("max_inflight_age_s", "600"),
+    ]);
+    node::set_block_height(None);
+    clock::set_unix_ms(T0 + 86_400_000);
+    assert_eq!(decide(&mut cb, A_THEIRS, 0), next());
+    clock::set_unix_ms(T0);
+    assert_eq!(decide(&mut cb, A_THEIRS, 1), fail());
+    clock::advance_ms(600_000);
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), fail());
+    clock::advance_ms(1_000);
+    assert_eq!(decide(&mut cb, A_THEIRS, 3), next());
+}
+
+#[test]
+fn a_retry_longer_than_the_queue_wait_still_ends_the_wait() {
+    let mut cb = setup(&[
+        ("max_pending", "1"),
+        ("max_hourly_rate", "0"),
+        ("mode", "queue"),
+        ("queue_max_ms", "1000"),
+        ("queue_retry_ms", "5000"),
+    ]);
+    let hold = Verdict::hold_ms(5000);
+    assert_eq!(decide(&mut cb, A_THEIRS, 0), next());
+    assert_eq!(decide(&mut cb, A_THEIRS, 1), hold);
+    clock::advance_ms(500);
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), hold);
+    // Asked again 5000 ms later (plus the host's delay): 1 waited longer than
+    // queue_max_ms, so it is decided as in mode fail; it does not join the
+    // queue again as a newcomer.
+    clock::advance_ms(4_510);
+    assert_eq!(decide(&mut cb, A_THEIRS, 1), fail());
+    settle(&mut cb, A_THEIRS, 0);
+    // 2 too (a slot is free now: let through).
+    clock::advance_ms(500);
+    assert_eq!(decide(&mut cb, A_THEIRS, 2), next());
+    settle(&mut cb, A_THEIRS, 2);
+    assert_eq!(kv::keys(), Vec::<Vec<u8>>::new());
 }
