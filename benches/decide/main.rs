@@ -203,9 +203,11 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
         stateful::peer()?,
         htlcgate::mock_node::START_HEIGHT,
     )?;
+    let rl_inputs_src = Ring::new(|i| input_with_id(&s.request, i));
+    let mut rl_sdk = Ring::new(|i| native::sdk_htlc(&rl_inputs_src.items[i as usize].record));
     stateful::check_rate_limit(
         "native rate-limit",
-        &mut || rate_limit.decide(&sdk_htlc) == native::Says::Next,
+        &mut || rate_limit.decide(rl_sdk.next()) == native::Says::Next,
         &stateful::native_get,
     )?;
     stateful::check_breaker(
@@ -254,6 +256,8 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
     .map_err(|e| anyhow::anyhow!("loading the empty decide: {e}"))?;
     decide_once(&mut empty, input)?;
     let mut plugins = Vec::new();
+    // rate-limit's rows cycle through distinct keys (see [`Ring`]).
+    let mut rl_ring = Ring::new(|i| input_with_id(&s.request, i));
     for cfg in &s.plugins {
         let mut p = s.load(cfg)?;
         decide_once(&mut p, input)?;
@@ -261,7 +265,7 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
             let ns = s.sandbox.kv.namespace(&cfg.name)?;
             stateful::check_rate_limit(
                 "rate-limit",
-                &mut || matches!(p.decide(input).0, Step::Next),
+                &mut || matches!(p.decide(rl_ring.next()).0, Step::Next),
                 &stateful::host_get(&ns),
             )?;
         }
@@ -346,7 +350,7 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
         b.iter(|| chain3.decide(black_box(record)))
     });
     g.bench_function("native-rate-limit", |b| {
-        b.iter(|| rate_limit.decide(black_box(&sdk_htlc)))
+        b.iter(|| rate_limit.decide(black_box(rl_sdk.next())))
     });
     g.bench_function("native-circuitbreaker", |b| {
         b.iter(|| {
@@ -365,7 +369,11 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
         b.iter(|| empty2.decide(black_box(no_onion)))
     });
     for (id, p) in plugins.iter_mut() {
-        g.bench_function(*id, |b| b.iter(|| p.decide(black_box(input))));
+        if *id == "htlcgate-rate-limit" {
+            g.bench_function(*id, |b| b.iter(|| p.decide(black_box(rl_ring.next()))));
+        } else {
+            g.bench_function(*id, |b| b.iter(|| p.decide(black_box(input))));
+        }
     }
     g.bench_function("htlcgate-circuitbreaker", |b| {
         b.iter(|| (cb.decide(black_box(input)), cb.outcome(black_box(&settled))))
@@ -430,7 +438,7 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
     subjects.push(Subject {
         id: "native-rate-limit",
         call: Box::new(|| {
-            black_box(rate_limit.decide(black_box(&sdk_htlc)));
+            black_box(rate_limit.decide(black_box(rl_sdk.next())));
         }),
     });
     subjects.push(Subject {
@@ -460,13 +468,17 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
             black_box(empty2.decide(no_onion));
         }),
     });
+    let mut rl_ring = Some(rl_ring);
     for (id, p) in plugins.iter_mut() {
-        subjects.push(Subject {
-            id,
-            call: Box::new(move || {
+        let call: Box<dyn FnMut() + '_> = match rl_ring.take_if(|_| *id == "htlcgate-rate-limit") {
+            Some(mut ring) => Box::new(move || {
+                black_box(p.decide(ring.next()));
+            }),
+            None => Box::new(move || {
                 black_box(p.decide(input));
             }),
-        });
+        };
+        subjects.push(Subject { id, call });
     }
     subjects.push(Subject {
         id: "htlcgate-circuitbreaker",
@@ -556,6 +568,48 @@ fn batch(chain: &Chain, input: &Arc<HtlcInput>) {
     for rx in rxs {
         rx.blocking_recv().expect("decided");
     }
+}
+
+/// HTLCs the rate-limit rows cycle through: the benchmark HTLC under distinct
+/// ids. rate-limit counts each circuit key once (an HTLC asked again after a
+/// reload is not counted twice), so timing one key over and over would time its
+/// "already counted" path; it remembers the last 2,048 ids per channel, so a
+/// ring twice that long makes every call count a new HTLC.
+struct Ring<T> {
+    items: Vec<T>,
+    next: usize,
+}
+
+/// The ring's length.
+const RING: u64 = 4_096;
+
+impl<T> Ring<T> {
+    /// `make(i)` for i in 0..[`RING`].
+    fn new(make: impl FnMut(u64) -> T) -> Ring<T> {
+        Ring {
+            items: (0..RING).map(make).collect(),
+            next: 0,
+        }
+    }
+
+    /// The next item, round and round.
+    fn next(&mut self) -> &T {
+        let i = self.next;
+        self.next = (i + 1) % self.items.len();
+        &self.items[i]
+    }
+}
+
+/// The benchmark request under HTLC id `base + i`, as htlcgate's input.
+fn input_with_id(
+    request: &htlcgate::lnd::proto::routerrpc::ForwardHtlcInterceptRequest,
+    i: u64,
+) -> Arc<HtlcInput> {
+    let mut r = request.clone();
+    if let Some(k) = r.incoming_circuit_key.as_mut() {
+        k.htlc_id = k.htlc_id.wrapping_add(1_000_000 + i);
+    }
+    Arc::new(HtlcInput::from_request(r).expect("the benchmark request has a key"))
 }
 
 /// Decides once and checks the plugin passes the benchmark HTLC.
