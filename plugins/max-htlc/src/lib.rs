@@ -5,7 +5,8 @@
 //! every other HTLC gets `next`, so later plugins still decide.
 //!
 //! Config:
-//! - `max_msat` (required): the largest outgoing amount let through, msat.
+//! - `max_msat` (required, >= 1): the largest outgoing amount let through, msat.
+//!   0 refuses the load (it would fail every HTLC).
 //!
 //! ```toml
 //! [[plugin]]
@@ -33,9 +34,11 @@ impl MaxHtlc {
 impl Plugin for MaxHtlc {
     fn init(config: &Config) -> Result<Self, String> {
         config.deny_unknown(&["max_msat"])?;
-        Ok(MaxHtlc {
-            max_msat: config.require("max_msat")?,
-        })
+        let max_msat = config.require("max_msat")?;
+        if max_msat == 0 {
+            return Err("config key `max_msat` is 0, so every HTLC would fail; set it to the largest outgoing amount to let through, in msat (to fail every HTLC, use fixed-verdict with verdict = \"fail\")".into());
+        }
+        Ok(MaxHtlc { max_msat })
     }
 
     fn decide(&mut self, htlc: &Htlc) -> Verdict {
@@ -94,6 +97,13 @@ mod tests {
             MaxHtlc { max_msat: 1_000 }.decide(&receive),
             Verdict::fail_temporary()
         );
+    }
+
+    #[test]
+    fn init_refuses_max_msat_0() {
+        let err = MaxHtlc::init(&Config::from_pairs([("max_msat", "0")])).unwrap_err();
+        assert!(err.contains("`max_msat`"), "{err}");
+        assert!(err.contains("every HTLC would fail"), "{err}");
     }
 
     #[test]
