@@ -1,4 +1,5 @@
-//! Benchmark 4: the daemon's resident memory with 1, 10 and 50 plugins loaded.
+//! Benchmark 4: the daemon's resident memory with 1, 10 and 50 plugins loaded,
+//! idle after a warm-up and again after a heavier load.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,17 +38,40 @@ fn kinds() -> Vec<Kind> {
     ]
 }
 
-/// Benchmark 4: RSS with N copies of each plugin (each its own instance), after
-/// 200 HTLCs went through all of them.
+/// HTLCs of the warm-up before the first RSS sample, and how many unanswered.
+const WARM_UP: (usize, usize) = (200, 50);
+/// Unanswered HTLCs allowed during the load before the second RSS sample (as the
+/// end-to-end part's full speed).
+const LOAD_WINDOW: usize = 1_000;
+
+/// The per-plugin figures of one sample, from the smallest and largest chains:
+/// (per plugin, of which its heap, beyond its heap), in KiB.
+fn per_plugin(small: Rss, large: Rss, plugins: usize) -> (f64, f64, f64) {
+    let per = (large.total_kib as f64 - small.total_kib as f64) / plugins as f64;
+    let heap = (large.linear_kib as f64 - small.linear_kib as f64) / plugins as f64;
+    (per, heap, per - heap)
+}
+
+/// Benchmark 4: RSS with N copies of each plugin (each its own instance), sampled
+/// twice: idle after a warm-up of 200 HTLCs (at most 50 unanswered) that went
+/// through all of them, and again after a heavier load
+/// ([`Sizes::memory_load_htlcs`] HTLCs, at most [`LOAD_WINDOW`] unanswered),
+/// so every plugin thread has run under load (the warm-up may leave some idle).
 pub async fn run(work: &Path, sizes: Sizes) -> anyhow::Result<String> {
     let cache = work.join("cache");
+    let load = sizes.memory_load_htlcs;
     let mut s = String::new();
     writeln!(s, "## Memory: `htlcgate run` with N plugins loaded\n")?;
     writeln!(
         s,
-        "VmRSS of the daemon after 200 HTLCs went through every plugin; \"heaps\" is the \
-         resident part of the plugins' linear memories (from /proc/PID/smaps). Per plugin: \
-         the difference between {} and {} plugins, divided by {}.\n",
+        "VmRSS of the daemon, sampled twice per run, each cell \"warm-up / load\": idle after a \
+         warm-up of {} HTLCs (at most {} unanswered) went through every plugin, then again \
+         after {load} more HTLCs at full speed with at most {LOAD_WINDOW} unanswered (every \
+         plugin thread run under load). \"heaps\" is the resident part of the plugins' linear memories \
+         (from /proc/PID/smaps). Per plugin: the difference between {} and {} plugins, divided \
+         by {}.\n",
+        WARM_UP.0,
+        WARM_UP.1,
         sizes.plugin_counts[2],
         sizes.plugin_counts[0],
         sizes.plugin_counts[2] - sizes.plugin_counts[0]
@@ -55,10 +79,11 @@ pub async fn run(work: &Path, sizes: Sizes) -> anyhow::Result<String> {
     let [a, b, c] = sizes.plugin_counts;
     writeln!(
         s,
-        "| plugin | RSS, {a} | RSS, {b} | RSS, {c} | per plugin | of which its heap | per plugin beyond its heap | target <= 1 MiB |"
+        "| plugin | RSS, {a}: warm-up / load | RSS, {b}: warm-up / load | RSS, {c}: warm-up / load | per plugin: warm-up / load | of which its heap: warm-up / load | per plugin beyond its heap: warm-up / load | target <= 1 MiB: warm-up / load |"
     )?;
     writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|")?;
     let mib = |kib: f64| format!("{:.1} MiB", kib / 1024.0);
+    let pair = |x: String, y: String| format!("{x} / {y}");
     for (label, path, config) in kinds() {
         // Fill the compile cache first: compiling inflates the heap of the process
         // that does it (the allocator keeps freed memory), which is not what a
@@ -71,7 +96,8 @@ pub async fn run(work: &Path, sizes: Sizes) -> anyhow::Result<String> {
         )
         .await?;
         proc.stop();
-        let mut rss: Vec<Rss> = Vec::new();
+        // Per plugin count: (after the warm-up, after the load).
+        let mut rss: Vec<(Rss, Rss)> = Vec::new();
         for &n in &sizes.plugin_counts {
             let plugins = (0..n)
                 .map(|i| PluginEntry::new(format!("p{i}"), &path, &config))
@@ -83,34 +109,48 @@ pub async fn run(work: &Path, sizes: Sizes) -> anyhow::Result<String> {
             let (_, mock, mut proc) =
                 target::start_daemon(&dir, plugins, Some(cache.clone())).await?;
             let mut answers = mock.watch_resolutions();
-            Driver::new(&mock, &mut answers)
-                .window(0, 200, 50)
+            let mut driver = Driver::new(&mock, &mut answers);
+            driver
+                .window(0, WARM_UP.0, WARM_UP.1)
                 .await
-                .with_context(|| format!("{label} x{n}"))?;
+                .with_context(|| format!("{label} x{n}: warm-up"))?;
             tokio::time::sleep(Duration::from_millis(300)).await;
             proc.check_alive()?;
-            rss.push(memory::rss(proc.pid())?);
+            let idle = memory::rss(proc.pid())?;
+            driver
+                .window(1_000_000, load, LOAD_WINDOW)
+                .await
+                .with_context(|| format!("{label} x{n}: load"))?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            proc.check_alive()?;
+            let loaded = memory::rss(proc.pid())?;
+            rss.push((idle, loaded));
             proc.stop();
         }
-        let per = (rss[2].total_kib as f64 - rss[0].total_kib as f64) / (c - a) as f64;
-        let heap = (rss[2].linear_kib as f64 - rss[0].linear_kib as f64) / (c - a) as f64;
-        let beyond = per - heap;
+        let (per0, heap0, beyond0) = per_plugin(rss[0].0, rss[2].0, c - a);
+        let (per1, heap1, beyond1) = per_plugin(rss[0].1, rss[2].1, c - a);
+        let target = |beyond: f64| {
+            if beyond <= 1024.0 {
+                "met".to_string()
+            } else {
+                format!("MISSED by {}", mib(beyond - 1024.0))
+            }
+        };
         let target = if label.starts_with("Go") {
             "(reported on its own)".to_string()
-        } else if beyond <= 1024.0 {
-            "met".to_string()
         } else {
-            format!("MISSED by {}", mib(beyond - 1024.0))
+            pair(target(beyond0), target(beyond1))
         };
+        let rss_cell = |r: &(Rss, Rss)| pair(mib(r.0.total_kib as f64), mib(r.1.total_kib as f64));
         writeln!(
             s,
-            "| {label} | {} | {} | {} | {} | {:.0} KiB | {} | {target} |",
-            mib(rss[0].total_kib as f64),
-            mib(rss[1].total_kib as f64),
-            mib(rss[2].total_kib as f64),
-            mib(per),
-            heap,
-            mib(beyond),
+            "| {label} | {} | {} | {} | {} | {} | {} | {target} |",
+            rss_cell(&rss[0]),
+            rss_cell(&rss[1]),
+            rss_cell(&rss[2]),
+            pair(mib(per0), mib(per1)),
+            pair(format!("{heap0:.0} KiB"), format!("{heap1:.0} KiB")),
+            pair(mib(beyond0), mib(beyond1)),
         )?;
     }
     Ok(s)

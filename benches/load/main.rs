@@ -39,6 +39,9 @@ pub struct Sizes {
     pub steady_seconds: u32,
     /// Plugin counts of the memory part.
     pub plugin_counts: [usize; 3],
+    /// HTLCs of the memory part's load (at most 1,000 unanswered) before its
+    /// second RSS sample.
+    pub memory_load_htlcs: usize,
     /// Repetitions of each start-up measurement.
     pub startups: usize,
     /// Measured swaps per reload mode.
@@ -51,6 +54,7 @@ const FULL: Sizes = Sizes {
     window_htlcs: 30_000,
     steady_seconds: 10,
     plugin_counts: [1, 10, 50],
+    memory_load_htlcs: 5_000,
     startups: 5,
     swaps: 20,
     e2e_rounds: 3,
@@ -60,6 +64,7 @@ const QUICK: Sizes = Sizes {
     window_htlcs: 2_000,
     steady_seconds: 2,
     plugin_counts: [1, 2, 4],
+    memory_load_htlcs: 1_000,
     startups: 1,
     swaps: 3,
     e2e_rounds: 1,

@@ -1,6 +1,7 @@
 //! Issue 4's reload benchmark: time from writing a new version of a plugin file to
 //! that version deciding, through a running `htlcgate run` (file watcher, 250 ms
-//! debounce, build, swap), with and without the compile cache; and the same
+//! debounce, build, swap), with the compile cache (returning to a cached version,
+//! and a new, never-seen version: a miss) and without it; and the same
 //! reload's work alone through the reload API (`htlcgate::reload::build`, then the
 //! first decision), which is everything but the debounce and the watcher.
 //!
@@ -56,6 +57,63 @@ fn versions() -> anyhow::Result<[Version; 2]> {
     ])
 }
 
+/// How the compile cache meets each swap's new file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Cache on, alternating between the two files: after the first two swaps
+    /// each is in the cache, so every measured swap is a hit. What returning to
+    /// a version the daemon already ran costs (or a config-only edit).
+    Cached,
+    /// Cache on, and every swap writes a version never seen before (the next
+    /// file with a distinct custom section, `common::variant`): a cache miss that
+    /// compiles and stores it, as a new release of a plugin does.
+    Fresh,
+    /// `cache = false`: every swap compiles.
+    NoCache,
+}
+
+impl Mode {
+    /// The three modes, in the table's order.
+    const ALL: [Mode; 3] = [Mode::Cached, Mode::Fresh, Mode::NoCache];
+
+    /// The table's label.
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Cached => {
+                "with the compile cache: returning to a cached version, or a config-only edit"
+            }
+            Mode::Fresh => {
+                "with the compile cache: a new, never-seen version each time (cache miss)"
+            }
+            Mode::NoCache => "without the cache (cache = false)",
+        }
+    }
+
+    /// The working directory's name, after `prefix`.
+    fn dir(self, prefix: &str) -> String {
+        let suffix = match self {
+            Mode::Cached => "cache",
+            Mode::Fresh => "cache-fresh",
+            Mode::NoCache => "nocache",
+        };
+        format!("{prefix}-{suffix}")
+    }
+
+    /// Whether the compile cache is on.
+    fn cache(self) -> bool {
+        self != Mode::NoCache
+    }
+
+    /// The file swap `swap` writes (the other version of the two from the one
+    /// before; in [`Mode::Fresh`] with a custom section no earlier swap had).
+    fn bytes(self, v: &Version, swap: usize) -> Vec<u8> {
+        match self {
+            Mode::Fresh => common::variant(&v.bytes, swap as u32),
+            Mode::Cached | Mode::NoCache => v.bytes.clone(),
+        }
+    }
+}
+
 /// A forward paying a negative fee (1 msat less in than out).
 fn probe(id: u64) -> htlcgate::lnd::proto::routerrpc::ForwardHtlcInterceptRequest {
     let mut r = common::forward(PROBE_CHAN, id, 2_000, 0);
@@ -100,19 +158,16 @@ async fn until_answered(
     }
 }
 
-/// Through the daemon: median write -> new version deciding, over `swaps` swaps
-/// (after two unmeasured ones that fill the cache).
-async fn through_daemon(work: &Path, cache: bool, sizes: Sizes) -> anyhow::Result<Vec<f64>> {
-    let dir = work.join(if cache {
-        "reload-cache"
-    } else {
-        "reload-nocache"
-    });
+/// Through the daemon: write -> new version deciding, for each of `swaps` swaps
+/// (after two unmeasured ones: they warm the daemon up and, in [`Mode::Cached`],
+/// put both versions in the cache).
+async fn through_daemon(work: &Path, mode: Mode, sizes: Sizes) -> anyhow::Result<Vec<f64>> {
+    let dir = work.join(mode.dir("reload"));
     std::fs::create_dir_all(&dir)?;
     let plugin = dir.join("policy.wasm");
     let v = versions()?;
     install(&plugin, &v[0].bytes)?;
-    let cache_dir = cache.then(|| dir.join("cache"));
+    let cache_dir = mode.cache().then(|| dir.join("cache"));
     let (_, mock, mut proc) = target::start_daemon(
         &dir,
         vec![PluginEntry::new("policy", &plugin, &[])],
@@ -125,8 +180,9 @@ async fn through_daemon(work: &Path, cache: bool, sizes: Sizes) -> anyhow::Resul
     let mut times = Vec::new();
     for swap in 0..sizes.swaps + 2 {
         let next = &v[(swap + 1) % 2];
+        let bytes = mode.bytes(next, swap);
         let t0 = Instant::now();
-        install(&plugin, &next.bytes)?;
+        install(&plugin, &bytes)?;
         let t1 = until_answered(&mock, &mut answers, &mut id, next.action)
             .await
             .with_context(|| {
@@ -148,18 +204,14 @@ async fn through_daemon(work: &Path, cache: bool, sizes: Sizes) -> anyhow::Resul
 
 /// Through the reload API in this process: `reload::build` (config, compile or
 /// cache, instantiate, init) and the first decision, without watcher or debounce.
-async fn through_api(work: &Path, cache: bool, sizes: Sizes) -> anyhow::Result<Vec<f64>> {
-    let dir = work.join(if cache {
-        "reload-api-cache"
-    } else {
-        "reload-api-nocache"
-    });
+async fn through_api(work: &Path, mode: Mode, sizes: Sizes) -> anyhow::Result<Vec<f64>> {
+    let dir = work.join(mode.dir("reload-api"));
     std::fs::create_dir_all(&dir)?;
     let plugin = dir.join("policy.wasm");
     let v = versions()?;
     install(&plugin, &v[0].bytes)?;
     let config = dir.join("htlcgate.toml");
-    let cache_line = if cache {
+    let cache_line = if mode.cache() {
         format!(
             "cache = true\ncache_dir = {:?}\n",
             dir.join("cache").to_string_lossy()
@@ -179,7 +231,7 @@ async fn through_api(work: &Path, cache: bool, sizes: Sizes) -> anyhow::Result<V
     let mut times = Vec::new();
     for swap in 0..sizes.swaps + 2 {
         let next = &v[(swap + 1) % 2];
-        install(&plugin, &next.bytes)?;
+        install(&plugin, &mode.bytes(next, swap))?;
         let t0 = Instant::now();
         let (_, chain) = htlcgate::reload::build(&config, &sandbox)
             .await
@@ -209,16 +261,11 @@ async fn through_api(work: &Path, cache: bool, sizes: Sizes) -> anyhow::Result<V
 /// Runs the part and returns its Markdown section.
 pub async fn run(work: &Path, sizes: Sizes) -> anyhow::Result<String> {
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
-    for cache in [true, false] {
-        let label = if cache {
-            "with the compile cache"
-        } else {
-            "without the cache (cache = false)"
-        };
-        let mut daemon = through_daemon(work, cache, sizes).await?;
-        let mut api = through_api(work, cache, sizes).await?;
+    for mode in Mode::ALL {
+        let mut daemon = through_daemon(work, mode, sizes).await?;
+        let mut api = through_api(work, mode, sizes).await?;
         rows.push((
-            label.to_string(),
+            mode.label().to_string(),
             common::median(&mut daemon),
             common::median(&mut api),
         ));
@@ -231,9 +278,16 @@ pub async fn run(work: &Path, sizes: Sizes) -> anyhow::Result<String> {
     )?;
     writeln!(
         s,
-        "Median of {} swaps between two real Rust plugins (~50 KB each). Through the daemon: \
-         write + rename, then probes until LND accepts an answer from the new version. \
-         Reload work alone: `htlcgate::reload::build` + the first decision, in process.\n",
+        "Median of {} swaps between two real Rust plugins (~50 KB each), after 2 unmeasured \
+         ones. Through the daemon: write + rename, then probes until LND accepts an answer \
+         from the new version. Reload work alone: `htlcgate::reload::build` + the first \
+         decision, in process. \"Returning to a cached version\": the swaps alternate between \
+         the two files, so after the first two both are in the cache and every measured swap \
+         is a cache hit (as when going back to a version the daemon ran before; a config-only \
+         edit also reuses the cached code). \"A new, never-seen version\": every swap writes \
+         the next file with a custom section no earlier swap had (a distinct content hash), so \
+         the cache misses and compiles and stores it: what deploying a new plugin version \
+         costs.\n",
         sizes.swaps
     )?;
     writeln!(
