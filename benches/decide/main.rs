@@ -243,6 +243,11 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
         anyhow::ensure!(f.call(), "the empty decide must say next");
         floors.push((id, f));
     }
+    // A 3-plugin chain's floor: three bare instances called in turn (each call
+    // finds another instance's memory and code, as a chain's calls do).
+    let mut floor3 = (0..3)
+        .map(|_| floor::Floor::new(&s.naive_empty, floor::FloorEngine::Plain, &s.request, true))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     // The same empty decide through htlcgate, and each example plugin.
     let empty_cfg = PluginConfig::with_defaults("empty", "benches/decide/empty.rs (WAT)");
@@ -392,6 +397,13 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
             }
         })
     });
+    g.bench_function("floor-wasmtime-x3", |b| {
+        b.iter(|| {
+            for f in floor3.iter_mut() {
+                black_box(f.call());
+            }
+        })
+    });
     g.bench_function("htlcgate-chain-3-empty-sequential", |b| {
         b.iter(|| {
             for p in empties.iter_mut() {
@@ -491,6 +503,14 @@ fn run(c: &mut Criterion, s: Setup, full: bool) -> anyhow::Result<Vec<(&'static 
         call: Box::new(|| {
             for p in seq.iter_mut() {
                 black_box(p.decide(input));
+            }
+        }),
+    });
+    subjects.push(Subject {
+        id: "floor-wasmtime-x3",
+        call: Box::new(|| {
+            for f in floor3.iter_mut() {
+                black_box(f.call());
             }
         }),
     });

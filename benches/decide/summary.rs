@@ -89,6 +89,10 @@ const ROWS: &[(&str, &str)] = &[
     ),
     ("htlcgate-go-fee-floor", "htlcgate: go-fee-floor (Go)"),
     (
+        "floor-wasmtime-x3",
+        "3 bare wasmtime instances, empty decide, called in turn (a 3-plugin chain's floor)",
+    ),
+    (
         "htlcgate-chain-3-empty-sequential",
         "htlcgate: 3 empty decides in a row (the chain's own cost)",
     ),
@@ -254,6 +258,18 @@ pub fn print(home: &Path, interleaved: &[(&str, f64)]) {
         if let Some(t) = get(id) {
             println!("- {label}: {:.1} floors (target: near 3)", t / floor);
         }
+    }
+    if let (Some(e3), Some(f3)) = (
+        get("htlcgate-chain-3-empty-sequential"),
+        get("floor-wasmtime-x3"),
+    ) {
+        let over = e3 / f3 - 1.0;
+        println!(
+            "- htlcgate's own overhead on a 3-plugin chain, `htlcgate-chain-3-empty-sequential` vs `floor-wasmtime-x3` (3 bare instances called in turn: {:.1} floors by themselves, since each call finds another instance's memory and code): {:+.0}% (target <= +20% per plugin): {}",
+            f3 / floor,
+            over * 100.0,
+            verdict(over <= 0.20)
+        );
     }
     if let (Some(e), Some(f)) = (get("htlcgate-empty"), get("htlcgate-fee-floor")) {
         println!(
