@@ -124,8 +124,9 @@ async fn a_journaled_settle_whose_preimage_does_not_fit_this_htlc_is_never_sent(
         "a settle with another HTLC's preimage was sent: {got:?}"
     );
     assert_eq!(got.action(), ResolveHoldForwardAction::Resume);
-    // Its fresh verdict is the one kept: LND replaying it on the next stream
-    // gets it too.
+    // LND replaying it on the next stream: the stale settle is refused again and
+    // the HTLC decided again (the journal keeps the first entry per key; here the
+    // chain decides the same way).
     let (tx, mut rx) = mpsc::unbounded_channel();
     let s = gate.open_stream(tx);
     gate.on_request(s, forward(7, 1_000_000, 2_000));

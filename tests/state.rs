@@ -40,6 +40,28 @@ fn a_plugin_importing_kv_without_the_grant_is_refused_naming_it() {
     assert!(msg.contains("grants = [\"kv\"]"), "{msg}");
 }
 
+/// rate-limit keeps 541 bytes per channel: a `kv_max_value_bytes` below that is
+/// refused at load, naming the fix (every write would fail, and rate-limit lets
+/// HTLCs through when its store fails: the limit would be off without a word
+/// but an error log per HTLC).
+#[test]
+fn rate_limit_refuses_a_value_limit_its_counters_do_not_fit() {
+    let sandbox = Sandbox::new(&SandboxConfig::default()).unwrap();
+    let mut p = rate_limit("1");
+    p.kv = KvLimits {
+        max_value_bytes: 300,
+        ..KvLimits::default()
+    };
+    let err = Plugin::load(&sandbox, p)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("kv_max_value_bytes = 300") && err.contains("at least 541"),
+        "{err}"
+    );
+}
+
 async fn decide(chain: &Chain, chan: u64, id: u64) -> Verdict {
     let input = std::sync::Arc::new(HtlcInput::from_request(sample_request(chan, id)).unwrap());
     chain.decide(input).await.unwrap().verdict

@@ -57,6 +57,9 @@
 
 use htlcgate_sdk::{export_plugin, kv, CircuitKey, Config, Htlc, Plugin, Scid, Verdict};
 
+/// The key `init` writes once (and deletes) to check that a channel's counters
+/// fit the store's value limit; no channel key (`chan:` + 8 bytes) is like it.
+const PROBE_KEY: &[u8] = b"probe:value-size";
 /// Slots per window: a slot is `window_secs` / 64.
 pub const SLOTS: usize = 64;
 /// Slots counted: the current one and the [`SLOTS`] before it, every slot that
@@ -342,6 +345,16 @@ impl Plugin for RateLimit {
                 "config key `window_secs`: {window_secs} is out of range; use 1..=2592000 (30 days)"
             ));
         }
+        // The store must take a channel's counters: refused now, not failing open
+        // (an error log and `next`) on every HTLC.
+        if let Err(kv::KvError::ValueTooLong(max)) = kv::set(PROBE_KEY, &[0; ENCODED_LEN]) {
+            return Err(format!(
+                "rate-limit keeps {ENCODED_LEN} bytes per channel, more than \
+                 kv_max_value_bytes = {max} allows; raise kv_max_value_bytes to at least \
+                 {ENCODED_LEN} in its [[plugin]] entry"
+            ));
+        }
+        let _ = kv::delete(PROBE_KEY);
         Ok(RateLimit {
             max_htlcs,
             // Rounded up: 64 slots must cover the whole window.
