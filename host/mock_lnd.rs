@@ -291,18 +291,37 @@ impl MockLnd {
     }
 
     fn offer(&self, req: ForwardHtlcInterceptRequest, on_chain: bool) -> Offer {
-        let key = req
-            .incoming_circuit_key
-            .as_ref()
-            .map(|k| (k.chan_id, k.htlc_id))
-            .expect("mock LND: an intercepted HTLC needs incoming_circuit_key");
-        self.shared.node.offered(&req);
-        let offer = {
+        self.send_htlcs_at_once(vec![(req, on_chain)])
+            .pop()
+            .expect("one offer per request")
+    }
+
+    /// Several HTLCs offered in one step (`true`: on-chain, as
+    /// [`MockLnd::send_htlc_on_chain`]), as LND offers the HTLCs of one batch:
+    /// all are held (and queued on the stream) before any answer can be
+    /// processed, so a test can rely on the order LND saw them in.
+    ///
+    /// # Panics
+    /// If a request has no `incoming_circuit_key`.
+    pub fn send_htlcs_at_once(&self, reqs: Vec<(ForwardHtlcInterceptRequest, bool)>) -> Vec<Offer> {
+        for (req, _) in &reqs {
+            self.shared.node.offered(req);
+        }
+        let offers = {
             let mut state = self.shared.lock();
-            state.offer(key, req, on_chain)
+            reqs.into_iter()
+                .map(|(req, on_chain)| {
+                    let key = req
+                        .incoming_circuit_key
+                        .as_ref()
+                        .map(|k| (k.chan_id, k.htlc_id))
+                        .expect("mock LND: an intercepted HTLC needs incoming_circuit_key");
+                    state.offer(key, req, on_chain)
+                })
+                .collect()
         };
         self.shared.changed.notify_waiters();
-        offer
+        offers
     }
 
     /// Mines `n` blocks on the node side and, as LND's interceptable switch does

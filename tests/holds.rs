@@ -448,10 +448,14 @@ async fn after_an_on_chain_refusal_htlcs_on_active_channels_are_answered_on_the_
     journaled_resumes(dir.path(), &[(1, 1), (2, 10), (2, 11)]).await;
     let h = start(vec![], ChainConfig::default(), Some((mock, dir))).await;
     h.wait_outcomes_on().await;
-    h.mock.send_htlc_on_chain(on_channel(1, 1));
-    for id in [10, 11] {
-        h.mock.send_htlc(on_channel(2, id));
-    }
+    // In one step: sent one by one, the refusal of 1:1 (answered at once from
+    // the journal) could end the stream before 2:11 was offered, which LND
+    // (requiring an interceptor) then fails back itself.
+    h.mock.send_htlcs_at_once(vec![
+        (on_channel(1, 1), true),
+        (on_channel(2, 10), false),
+        (on_channel(2, 11), false),
+    ]);
     h.mock.wait_stream_ends(1, WAIT).await.unwrap();
     h.mock.wait_connects(2, WAIT).await.unwrap();
     h.mock.wait_resolved(2, WAIT).await.unwrap();
