@@ -1019,7 +1019,11 @@ impl Router for RouterService {
         &self,
         request: Request<Streaming<ForwardHtlcInterceptResponse>>,
     ) -> Result<Response<Self::HtlcInterceptorStream>, Status> {
-        check_macaroon(&request, &self.shared.macaroon)?;
+        self.shared.node.authorize(
+            &request,
+            "HtlcInterceptor",
+            crate::mock_node::OFFCHAIN_WRITE,
+        )?;
         let mut inbound = request.into_inner();
 
         let (to_client, from_lnd) = mpsc::unbounded_channel();

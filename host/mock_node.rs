@@ -62,6 +62,8 @@ pub const INFO_READ: &str = "info:read";
 pub const OFFCHAIN_READ: &str = "offchain:read";
 /// Permission of RegisterBlockEpochNtfn.
 pub const ONCHAIN_READ: &str = "onchain:read";
+/// Permission of HtlcInterceptor.
+pub const OFFCHAIN_WRITE: &str = "offchain:write";
 /// What LND (macaroon-bakery) answers when the macaroon lacks a permission.
 pub const MSG_PERMISSION_DENIED: &str = "permission denied";
 
@@ -233,7 +235,7 @@ impl MockNode {
     }
 
     /// Checks the macaroon and `permission` for `method`, counting the call.
-    fn authorize<T>(
+    pub(crate) fn authorize<T>(
         &self,
         request: &Request<T>,
         method: &'static str,

@@ -192,6 +192,23 @@ async fn settle_with_the_preimage_and_fail_with_an_allowed_code_are_resolved() {
     assert!(lnd.violations().is_empty());
 }
 
+/// A macaroon without `offchain:write` (e.g. a read-only one): LND answers the
+/// interceptor call "permission denied"; htlcgate reports the macaroon as
+/// refused, naming the permissions it needs, and no stream is opened.
+#[tokio::test]
+async fn a_macaroon_without_offchain_write_is_reported_as_macaroon_rejected() {
+    let (lnd, _dir) = mock(false).await;
+    lnd.node().deny(htlcgate::mock_node::OFFCHAIN_WRITE);
+    let err = Interceptor::refused(&lnd.endpoint()).await;
+    assert!(
+        matches!(&err, ConnectError::MacaroonRejected { message, .. } if message == "permission denied"),
+        "expected MacaroonRejected, got {err:?}"
+    );
+    assert!(err.to_string().contains("offchain:write"), "{err}");
+    assert_eq!(lnd.connects(), 0);
+    assert_eq!(lnd.node().calls("HtlcInterceptor"), 1);
+}
+
 #[tokio::test]
 async fn wrong_macaroon_is_reported_as_macaroon_rejected() {
     let (lnd, dir) = mock(false).await;

@@ -16,6 +16,13 @@
 //! `deny_out`, and fails `allow_out` because it cannot be shown to use an
 //! allowed channel.
 //!
+//! Ids are compared as LND sends them: a sender paying through a route hint of a
+//! private channel may name its alias (`scid-alias`, zero-conf) as the outgoing
+//! channel, which matches only if the list names the alias too. List a private
+//! channel's aliases beside its id (`lncli listchannels` shows them). The plugin
+//! does not resolve aliases itself: that needs the node context (`node` grant),
+//! which a plain filter should not ask for.
+//!
 //! A bad id refuses the load, naming the key and the entry; so does an allow
 //! list with no entry (it would fail everything; remove the key instead).
 //!
