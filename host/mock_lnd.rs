@@ -220,8 +220,7 @@ impl MockLnd {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(opts.require_interceptor)),
             changed: Notify::new(),
-            node: crate::mock_node::MockNode::new(macaroon.clone()),
-            macaroon,
+            node: crate::mock_node::MockNode::new(macaroon),
         });
         let listen = opts
             .listen
@@ -614,8 +613,6 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes `wait_*` helpers after every change.
     changed: Notify,
-    /// The macaroon bytes written to `admin.macaroon`.
-    macaroon: Vec<u8>,
     /// The node side: Lightning, ChainNotifier, HTLC events (`mock_node.rs`).
     node: crate::mock_node::MockNode,
 }
