@@ -562,29 +562,36 @@ impl Gate {
         // Read under the lock: a decision completing concurrently journals its
         // verdict before it takes the lock, so either we see its verdict here or it
         // sees our pending entry.
-        let journaled = match self.journal.get(key) {
+        let journaled = match self.journal.get_entry(key) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(circuit = %key, "{e}; deciding the HTLC again");
                 None
             }
         };
-        // The journal knows keys, not HTLCs: a journal reused where its keys name
+        // The journal knows keys, not HTLCs: a journal kept where its keys name
         // other HTLCs (a regtest reset, a config directory moved to another node
-        // or chain) may hold a settle for this key with another HTLC's preimage.
-        // Sending it would settle with a preimage that does not hash to this
-        // payment hash (never allowed: it loses the forward or ends the stream),
-        // so such an entry is not this HTLC's verdict and the HTLC is decided.
-        let journaled = journaled.filter(|v| match v {
-            Verdict::Settle(p) => {
-                let fits =
-                    crate::verdict::check_preimage(p, &input.record.payment_hash).is_ok();
-                if !fits {
-                    tracing::error!(circuit = %key, "the journal's settle for this key has a preimage that does not hash to this HTLC's payment hash: the journal was kept from another node or chain (or reset); deciding the HTLC instead");
+        // or chain) may hold another HTLC's verdict for this key. An entry
+        // recorded for another payment hash is not this HTLC's verdict: it is
+        // decided (and its verdict replaces the entry and its on-chain mark). An
+        // entry from before payment hashes were recorded is trusted, except a
+        // settle whose preimage does not hash to this payment hash: sending it
+        // would settle with a wrong preimage (never allowed: it loses the forward
+        // or ends the stream).
+        let journaled = journaled.and_then(|(v, hash)| {
+            let other_htlc = match (&v, hash) {
+                (_, Some(h)) => h.as_slice() != input.record.payment_hash.as_slice(),
+                (Verdict::Settle(p), None) => {
+                    crate::verdict::check_preimage(p, &input.record.payment_hash).is_err()
                 }
-                fits
+                (_, None) => false,
+            };
+            if other_htlc {
+                tracing::error!(circuit = %key, verdict = %v, "the journal's verdict for this key was recorded for another HTLC (another payment hash): the journal was kept from another node or chain, or across a reset; deciding this HTLC instead");
+                on_chain.remove(&key);
+                return None;
             }
-            _ => true,
+            Some(v)
         });
         if on_chain.contains(&key) && !matches!(journaled, Some(Verdict::Settle(_))) {
             // LND holds this key on-chain and refused our resume/fail: answering it
@@ -994,7 +1001,7 @@ impl Gate {
         let height = input.record.auto_fail_height;
         let gate = self.clone();
         self.journal
-            .record_then(key, &verdict, height, move |result| {
+            .record_then_for(key, payment_hash(&input), &verdict, height, move |result| {
                 if let Err(e) = result {
                     // As in `complete`: answering without the entry beats leaving
                     // LND holding the HTLC.
@@ -1018,7 +1025,12 @@ impl Gate {
         let key = input.key;
         if let Err(e) = self
             .journal
-            .record(key, &decision.verdict, input.record.auto_fail_height)
+            .record_for(
+                key,
+                payment_hash(&input),
+                &decision.verdict,
+                input.record.auto_fail_height,
+            )
             .await
         {
             // LND is holding the HTLC: answering without the journal entry is
@@ -1117,6 +1129,11 @@ fn note_answer(cur: &mut CurrentStream, key: CircuitKey, verdict: &Verdict) {
         cur.recent.pop_front();
     }
     cur.recent.push_back((now, key));
+}
+
+/// The HTLC's payment hash as the journal records it (LND's are 32 bytes).
+fn payment_hash(input: &HtlcInput) -> Option<[u8; 32]> {
+    input.record.payment_hash.as_slice().try_into().ok()
 }
 
 #[cfg(test)]

@@ -53,8 +53,13 @@ const ON_CHAIN: TableDefinition<(u64, u64), u64> = TableDefinition::new("on_chai
 /// "wal_seq" -> the highest write-ahead log record already in this file.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Entry format version.
+/// Entry format version without the HTLC's payment hash (written before session 9,
+/// and by callers that do not know it).
 const FORMAT: u8 = 1;
+/// Entry format version with the HTLC's payment hash after the auto-fail height:
+/// the journal knows circuit keys, and a key may name another HTLC in a journal
+/// kept across a regtest reset or moved to another node or chain.
+const FORMAT_HASHED: u8 = 2;
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 /// Checkpoint (log into the redb file) at least this often while the log has
@@ -220,6 +225,11 @@ struct VerdictWrite {
     entry: Vec<u8>,
     time: u64,
 }
+
+/// A journaled verdict and the payment hash of the HTLC it was recorded for
+/// (`None`: recorded without it, by an older version or a caller that did not
+/// know it).
+pub type Journaled = (Verdict, Option<[u8; 32]>);
 
 /// The verdict journal. Cheap to clone.
 #[derive(Clone)]
@@ -423,16 +433,38 @@ impl Journal {
             .map_err(JournalError::Db)
     }
 
-    /// Records a verdict durably; resolves once it is committed.
+    /// Records a verdict durably; resolves once it is committed. As
+    /// [`Journal::record_for`] without the HTLC's payment hash.
     pub async fn record(
         &self,
         key: CircuitKey,
         verdict: &Verdict,
         auto_fail_height: i32,
     ) -> Result<(), JournalError> {
+        self.record_for(key, None, verdict, auto_fail_height).await
+    }
+
+    /// Records the verdict of the HTLC with `payment_hash` durably; resolves once
+    /// it is committed. The first verdict per key is kept, except that a verdict
+    /// for another payment hash (both known) replaces the entry and drops the
+    /// key's on-chain mark: the key then names another HTLC (a journal kept across
+    /// a reset, or moved to another node or chain).
+    pub async fn record_for(
+        &self,
+        key: CircuitKey,
+        payment_hash: Option<[u8; 32]>,
+        verdict: &Verdict,
+        auto_fail_height: i32,
+    ) -> Result<(), JournalError> {
         let (done, rx) = oneshot::channel();
-        self.write(key, verdict, auto_fail_height, Done::Wake(done))
-            .map_err(|_| JournalError::Stopped)?;
+        self.write(
+            key,
+            payment_hash,
+            verdict,
+            auto_fail_height,
+            Done::Wake(done),
+        )
+        .map_err(|_| JournalError::Stopped)?;
         rx.await
             .map_err(|_| JournalError::Stopped)?
             .map_err(JournalError::Db)
@@ -452,9 +484,26 @@ impl Journal {
         auto_fail_height: i32,
         then: impl FnOnce(Result<(), JournalError>) + Send + 'static,
     ) {
-        if let Err(Done::Call(then)) =
-            self.write(key, verdict, auto_fail_height, Done::Call(Then::new(then)))
-        {
+        self.record_then_for(key, None, verdict, auto_fail_height, then);
+    }
+
+    /// As [`Journal::record_then`], for the HTLC with `payment_hash` (see
+    /// [`Journal::record_for`]).
+    pub fn record_then_for(
+        &self,
+        key: CircuitKey,
+        payment_hash: Option<[u8; 32]>,
+        verdict: &Verdict,
+        auto_fail_height: i32,
+        then: impl FnOnce(Result<(), JournalError>) + Send + 'static,
+    ) {
+        if let Err(Done::Call(then)) = self.write(
+            key,
+            payment_hash,
+            verdict,
+            auto_fail_height,
+            Done::Call(Then::new(then)),
+        ) {
             then.call(Err(JournalError::Stopped));
         }
     }
@@ -464,6 +513,7 @@ impl Journal {
     fn write(
         &self,
         key: CircuitKey,
+        payment_hash: Option<[u8; 32]>,
         verdict: &Verdict,
         auto_fail_height: i32,
         done: Done,
@@ -473,7 +523,7 @@ impl Journal {
             .send(Msg::Write(Write {
                 verdict: Some(VerdictWrite {
                     key,
-                    entry: encode(verdict, time, auto_fail_height),
+                    entry: encode_for(verdict, time, auto_fail_height, payment_hash.as_ref()),
                     time,
                 }),
                 done,
@@ -491,6 +541,13 @@ impl Journal {
     /// one above the highest in the redb file (every HTLC decided since the last
     /// checkpoint, e.g. when LND's events about it arrive) from memory.
     pub fn get(&self, key: CircuitKey) -> Result<Option<Verdict>, JournalError> {
+        Ok(self.get_entry(key)?.map(|(v, _)| v))
+    }
+
+    /// As [`Journal::get`], with the payment hash the verdict was recorded for
+    /// (`None`: recorded without it, by an older version or a caller that did not
+    /// know it).
+    pub fn get_entry(&self, key: CircuitKey) -> Result<Option<Journaled>, JournalError> {
         if !self.bounds.may_hold(key) {
             return Ok(None);
         }
@@ -509,9 +566,11 @@ impl Journal {
         }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(VERDICTS)?;
-        // The file's entry first: it is the older one when both exist.
+        // The file's entry first: it is the older one when both exist, unless
+        // the newer one is for another HTLC under the same key (it replaces it).
         let stored = table.get((key.chan_id, key.htlc_id))?;
         let bytes = match (&stored, &recent) {
+            (Some(v), Some(r)) if supersedes(r, v.value()) => r.as_slice(),
             (Some(v), _) => v.value(),
             (None, Some(r)) => r.as_slice(),
             (None, None) => return Ok(None),
@@ -686,8 +745,8 @@ fn into_records(first_seq: u64, entries: impl Iterator<Item = WalEntry>) -> Vec<
 }
 
 /// A journal entry's verdict, or the error naming the corrupt entry.
-fn decode_entry(key: CircuitKey, bytes: &[u8]) -> Result<Verdict, JournalError> {
-    decode(bytes).ok_or_else(|| {
+fn decode_entry(key: CircuitKey, bytes: &[u8]) -> Result<Journaled, JournalError> {
+    decode_with_hash(bytes).ok_or_else(|| {
         JournalError::Db(format!(
             "entry for {key} is corrupt (unknown format); it is ignored"
         ))
@@ -784,7 +843,12 @@ impl Checkpointer {
                     {
                         let mut u = unsynced.lock();
                         for v in &job.verdicts {
-                            u.remove(&(v.key.chan_id, v.key.htlc_id));
+                            // Only the entry the file now has: one that replaced
+                            // it meanwhile (another HTLC under the key) stays.
+                            let k = (v.key.chan_id, v.key.htlc_id);
+                            if u.get(&k).is_some_and(|e| !supersedes(e, &v.entry)) {
+                                u.remove(&k);
+                            }
                         }
                     }
                     if let Err(e) = std::fs::remove_file(&job.old) {
@@ -942,9 +1006,7 @@ impl Writer {
             {
                 let mut unsynced = self.unsynced.lock();
                 for v in verdicts {
-                    unsynced
-                        .entry((v.key.chan_id, v.key.htlc_id))
-                        .or_insert_with(|| v.entry.clone());
+                    keep_first_per_htlc(&mut unsynced, v);
                 }
             }
             self.bounds.raise(verdicts);
@@ -1000,9 +1062,7 @@ impl Writer {
         {
             let mut unsynced = self.unsynced.lock();
             for v in verdicts {
-                unsynced
-                    .entry((v.key.chan_id, v.key.htlc_id))
-                    .or_insert_with(|| v.entry.clone());
+                keep_first_per_htlc(&mut unsynced, v);
             }
         }
         // Before the verdicts are released: `get` must see them once `record`
@@ -1159,11 +1219,22 @@ fn apply(
     {
         let mut verdicts = txn.open_table(VERDICTS)?;
         let mut by_time = txn.open_table(BY_TIME)?;
+        let mut on_chain = txn.open_table(ON_CHAIN)?;
         for w in batch {
             let k = (w.key.chan_id, w.key.htlc_id);
-            // The first verdict for a key is the one LND may have acted on: keep it.
-            if verdicts.get(k)?.is_some() {
-                continue;
+            // The first verdict for a key is the one LND may have acted on: keep
+            // it, unless the new one is for another HTLC under the same key (a
+            // journal kept across a reset): then the old entry, its time index
+            // and its on-chain mark belonged to that other HTLC.
+            let old = verdicts.get(k)?.map(|v| v.value().to_vec());
+            if let Some(old) = old {
+                if !supersedes(&w.entry, &old) {
+                    continue;
+                }
+                if let Some(t) = entry_time(&old) {
+                    by_time.remove((t, k.0, k.1))?;
+                }
+                on_chain.remove(k)?;
             }
             verdicts.insert(k, w.entry.as_slice())?;
             by_time.insert((w.time, w.key.chan_id, w.key.htlc_id), ())?;
@@ -1215,12 +1286,32 @@ fn code_byte(c: FailCode) -> u8 {
     }
 }
 
-/// Encodes an entry: format, write time, auto-fail height, verdict.
+/// Encodes an entry without a payment hash: format, write time, auto-fail
+/// height, verdict.
+#[cfg(test)]
 fn encode(v: &Verdict, time: u64, auto_fail_height: i32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(48);
-    b.push(FORMAT);
+    encode_for(v, time, auto_fail_height, None)
+}
+
+/// Encodes an entry: format, write time, auto-fail height, the payment hash when
+/// known ([`FORMAT_HASHED`]), verdict.
+fn encode_for(
+    v: &Verdict,
+    time: u64,
+    auto_fail_height: i32,
+    payment_hash: Option<&[u8; 32]>,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(80);
+    b.push(if payment_hash.is_some() {
+        FORMAT_HASHED
+    } else {
+        FORMAT
+    });
     b.extend_from_slice(&time.to_le_bytes());
     b.extend_from_slice(&auto_fail_height.to_le_bytes());
+    if let Some(h) = payment_hash {
+        b.extend_from_slice(h);
+    }
     match v {
         Verdict::Resume => b.push(0),
         Verdict::Fail(c) => {
@@ -1247,13 +1338,67 @@ fn encode(v: &Verdict, time: u64, auto_fail_height: i32) -> Vec<u8> {
 }
 
 /// Decodes an entry's verdict; `None` if it is not a well-formed entry.
+#[cfg(test)]
 fn decode(bytes: &[u8]) -> Option<Verdict> {
+    decode_with_hash(bytes).map(|(v, _)| v)
+}
+
+/// An entry's write time, if it is an entry.
+fn entry_time(bytes: &[u8]) -> Option<u64> {
     let mut r = Reader::new(bytes);
-    if r.u8()? != FORMAT {
+    matches!(r.u8()?, FORMAT | FORMAT_HASHED).then_some(())?;
+    r.u64()
+}
+
+/// The payment hash an entry was recorded for, if it has one.
+fn entry_hash(bytes: &[u8]) -> Option<[u8; 32]> {
+    let mut r = Reader::new(bytes);
+    if r.u8()? != FORMAT_HASHED {
         return None;
     }
     r.u64()?;
     r.take(4)?;
+    r.take(32)?.try_into().ok()
+}
+
+/// Whether entry `new` replaces entry `old` under the same key: both name their
+/// HTLC's payment hash and they differ (the key names another HTLC). Otherwise
+/// the first entry stays (the verdict LND may have acted on).
+fn supersedes(new: &[u8], old: &[u8]) -> bool {
+    matches!((entry_hash(new), entry_hash(old)), (Some(a), Some(b)) if a != b)
+}
+
+/// Puts `v` into the unsynced map unless the key has an entry it does not
+/// replace ([`supersedes`]).
+fn keep_first_per_htlc(unsynced: &mut HashMap<(u64, u64), Vec<u8>>, v: &VerdictWrite) {
+    match unsynced.entry((v.key.chan_id, v.key.htlc_id)) {
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(v.entry.clone());
+        }
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            if supersedes(&v.entry, e.get()) {
+                e.insert(v.entry.clone());
+            }
+        }
+    }
+}
+
+/// Decodes an entry's verdict and the payment hash it was recorded for; `None`
+/// if it is not a well-formed entry.
+fn decode_with_hash(bytes: &[u8]) -> Option<Journaled> {
+    let mut r = Reader::new(bytes);
+    let hashed = match r.u8()? {
+        FORMAT => false,
+        FORMAT_HASHED => true,
+        _ => return None,
+    };
+    r.u64()?;
+    r.take(4)?;
+    let hash: Option<[u8; 32]> = if hashed {
+        Some(r.take(32)?.try_into().ok()?)
+    } else {
+        None
+    };
     let v = match r.u8()? {
         0 => Verdict::Resume,
         1 => Verdict::Fail(match r.u8()? {
@@ -1285,7 +1430,7 @@ fn decode(bytes: &[u8]) -> Option<Verdict> {
     if !r.is_done() {
         return None;
     }
-    Some(v)
+    Some((v, hash))
 }
 
 #[cfg(test)]
@@ -1602,6 +1747,84 @@ mod tests {
                 "a verdict without the state it depended on"
             );
         }
+    }
+
+    /// A journal kept across a reset: its key now names another HTLC. A verdict
+    /// recorded for another payment hash replaces the entry (in memory, in the
+    /// log, in the file after a checkpoint, and after a crash) and drops the key's
+    /// on-chain mark; one for the same HTLC never does; an entry without a hash
+    /// (older versions) is kept as before.
+    #[tokio::test]
+    async fn a_verdict_for_another_htlc_under_the_same_key_replaces_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let (a, b) = (Some([1; 32]), Some([2; 32]));
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        j.record_for(k(1), a, &Verdict::Settle([9; 32]), 0)
+            .await
+            .unwrap();
+        j.mark_on_chain(&[k(1)]).unwrap();
+        j.checkpoint_now().await;
+        // In the file; the new HTLC's verdict is in the log and in memory only.
+        j.record_for(k(1), b, &Verdict::Resume, 0).await.unwrap();
+        assert_eq!(j.get_entry(k(1)).unwrap(), Some((Verdict::Resume, b)));
+        // The same HTLC again: the first verdict stays.
+        let fail = Verdict::Fail(FailCode::TemporaryChannelFailure);
+        j.record_for(k(1), b, &fail, 0).await.unwrap();
+        assert_eq!(j.get_entry(k(1)).unwrap(), Some((Verdict::Resume, b)));
+        j.checkpoint_now().await;
+        assert_eq!(j.get_entry(k(1)).unwrap(), Some((Verdict::Resume, b)));
+        assert_eq!(
+            j.on_chain_keys().unwrap(),
+            vec![],
+            "the mark was the other HTLC's"
+        );
+        assert_eq!(j.len().unwrap(), 1);
+        // Through the log after a crash.
+        j.record_for(k(1), a, &fail, 0).await.unwrap();
+        j.crash().await;
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get_entry(k(1)).unwrap(), Some((fail.clone(), a)));
+        assert_eq!(j.len().unwrap(), 1);
+        // An entry without a hash is never replaced.
+        j.record(k(2), &Verdict::Resume, 0).await.unwrap();
+        j.record_for(k(2), a, &fail, 0).await.unwrap();
+        assert_eq!(j.get_entry(k(2)).unwrap(), Some((Verdict::Resume, None)));
+        j.checkpoint_now().await;
+        assert_eq!(j.get_entry(k(2)).unwrap(), Some((Verdict::Resume, None)));
+        // Pruning still finds the replaced entry by its new time.
+        assert_eq!(
+            prune(
+                &j.db,
+                Retention {
+                    max_age: Duration::ZERO,
+                    max_entries: 0
+                },
+                now_secs() + 10
+            )
+            .unwrap(),
+            2
+        );
+        assert_eq!(j.len().unwrap(), 0);
+    }
+
+    #[test]
+    fn entries_with_a_payment_hash_survive_encoding() {
+        for v in all_verdicts() {
+            let e = encode_for(&v, 1, 2, Some(&[7; 32]));
+            assert_eq!(decode_with_hash(&e), Some((v.clone(), Some([7; 32]))));
+            assert_eq!(entry_time(&e), Some(1));
+            assert_eq!(decode_with_hash(&e[..e.len() - 1]), None);
+            assert_eq!(decode_with_hash(&encode(&v, 1, 2)), Some((v, None)));
+        }
+        let (a, b) = (
+            encode_for(&Verdict::Resume, 1, 2, Some(&[1; 32])),
+            encode_for(&Verdict::Resume, 1, 2, Some(&[2; 32])),
+        );
+        assert!(supersedes(&a, &b) && supersedes(&b, &a));
+        assert!(!supersedes(&a, &a));
+        let old = encode(&Verdict::Resume, 1, 2);
+        assert!(!supersedes(&a, &old) && !supersedes(&old, &a));
     }
 
     #[tokio::test]

@@ -133,6 +133,56 @@ async fn a_journaled_settle_whose_preimage_does_not_fit_this_htlc_is_never_sent(
     assert_eq!(answer(&mut rx).await, ResolveHoldForwardAction::Resume);
 }
 
+/// A journal kept across a reset holds another HTLC's verdict for a key,
+/// recorded with that HTLC's payment hash. A new HTLC under the key is not
+/// answered with it (a stale resume would bypass every policy): the chain
+/// decides, the fresh verdict replaces the entry, and LND replaying the new
+/// HTLC after a restart gets that verdict, not a new decision.
+#[tokio::test]
+async fn a_journaled_verdict_of_another_htlc_under_the_same_key_is_replaced_by_this_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htlcgate.journal");
+    let key = htlcgate::circuit::CircuitKey {
+        chan_id: 1,
+        htlc_id: 7,
+    };
+    {
+        let journal = Journal::open(&path, Retention::default()).unwrap();
+        journal
+            .record_for(key, Some([0xaa; 32]), &Verdict::Resume, 800_134)
+            .await
+            .unwrap();
+        journal.mark_on_chain(&[key]).unwrap();
+        journal.sync().await.unwrap();
+    }
+    let gate_with = |verdict: &str| {
+        Gate::new(
+            chain(&[plugin_with("fixed-verdict", &[("verdict", verdict)])]),
+            ChainConfig::default(),
+            Journal::open(&path, Retention::default()).unwrap(),
+            None,
+        )
+    };
+    {
+        let gate = gate_with("fail");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = gate.open_stream(tx);
+        gate.on_request(s, forward(7, 1_000_000, 2_000));
+        assert_eq!(
+            answer(&mut rx).await,
+            ResolveHoldForwardAction::Fail,
+            "the other HTLC's resume (or its on-chain mark) was applied"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A restart with a chain that would resume: the replay gets the journaled fail.
+    let gate = gate_with("resume");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = gate.open_stream(tx);
+    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    assert_eq!(answer(&mut rx).await, ResolveHoldForwardAction::Fail);
+}
+
 /// Waits until HTLCs 0..n on channel 1 are answered, then checks: each exactly
 /// once, failed where `fails(id)`, resumed otherwise, no rule broken, none
 /// resolved by LND itself.
