@@ -179,6 +179,11 @@ struct State {
     holds: HashMap<CircuitKey, Arc<HoldSignal>>,
     /// Keys LND holds in the on-chain flow: answered only with a settle.
     on_chain: HashSet<CircuitKey>,
+    /// Of those, the marks read from the journal at start and not marked again
+    /// since: only such a mark can be another HTLC's (a journal kept across a
+    /// reset), dropped when the key's journaled verdict is for another HTLC. A
+    /// mark made by this process is the current HTLC's own.
+    on_chain_from_file: HashSet<CircuitKey>,
     /// Keys whose chain decision is running.
     inflight: HashSet<CircuitKey>,
     current: Option<CurrentStream>,
@@ -283,6 +288,7 @@ impl Gate {
                 cleared_on_chain: HashSet::new(),
                 resolved_in_flight: HashSet::new(),
                 holds: HashMap::new(),
+                on_chain_from_file: on_chain.clone(),
                 on_chain,
                 inflight: HashSet::new(),
                 current: None,
@@ -486,6 +492,9 @@ impl Gate {
         }
         let mut st = self.lock();
         st.on_chain.extend(keys.iter().copied());
+        for k in keys {
+            st.on_chain_from_file.remove(k);
+        }
     }
 
     /// Number of HTLCs whose chain decision is running.
@@ -547,6 +556,7 @@ impl Gate {
         let mut st = self.lock();
         let State {
             on_chain,
+            on_chain_from_file,
             inflight,
             current,
             ..
@@ -588,7 +598,12 @@ impl Gate {
             };
             if other_htlc {
                 tracing::error!(circuit = %key, verdict = %v, "the journal's verdict for this key was recorded for another HTLC (another payment hash): the journal was kept from another node or chain, or across a reset; deciding this HTLC instead");
-                on_chain.remove(&key);
+                // Its on-chain mark, if read from the journal at start, was that
+                // other HTLC's; one made since is this HTLC's own (LND refused
+                // an answer for it) and stays.
+                if on_chain_from_file.remove(&key) {
+                    on_chain.remove(&key);
+                }
                 return None;
             }
             Some(v)

@@ -600,10 +600,14 @@ impl Journal {
     /// Remembers that LND holds these keys in the on-chain flow (it refused a
     /// resume or fail for one of them).
     pub fn mark_on_chain(&self, keys: &[CircuitKey]) -> Result<(), JournalError> {
+        self.mark_on_chain_at(keys, now_secs())
+    }
+
+    /// As [`Journal::mark_on_chain`], marked at `now` (seconds since the epoch).
+    fn mark_on_chain_at(&self, keys: &[CircuitKey], now: u64) -> Result<(), JournalError> {
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(ON_CHAIN)?;
-            let now = now_secs();
             for k in keys {
                 t.insert((k.chan_id, k.htlc_id), now)?;
             }
@@ -1234,7 +1238,13 @@ fn apply(
                 if let Some(t) = entry_time(&old) {
                     by_time.remove((t, k.0, k.1))?;
                 }
-                on_chain.remove(k)?;
+                // Only a mark older than the new verdict: one written since (LND
+                // refused the new HTLC's answer: it is on-chain) is the new
+                // HTLC's own, and a checkpoint may apply the verdict after it.
+                let stale = on_chain.get(k)?.is_some_and(|t| t.value() < w.time);
+                if stale {
+                    on_chain.remove(k)?;
+                }
             }
             verdicts.insert(k, w.entry.as_slice())?;
             by_time.insert((w.time, w.key.chan_id, w.key.htlc_id), ())?;
@@ -1763,7 +1773,8 @@ mod tests {
         j.record_for(k(1), a, &Verdict::Settle([9; 32]), 0)
             .await
             .unwrap();
-        j.mark_on_chain(&[k(1)]).unwrap();
+        // The other HTLC's mark, from long ago.
+        j.mark_on_chain_at(&[k(1)], 1).unwrap();
         j.checkpoint_now().await;
         // In the file; the new HTLC's verdict is in the log and in memory only.
         j.record_for(k(1), b, &Verdict::Resume, 0).await.unwrap();
@@ -1806,6 +1817,39 @@ mod tests {
             2
         );
         assert_eq!(j.len().unwrap(), 0);
+    }
+
+    /// The new HTLC's own on-chain mark (LND refused its answer after its
+    /// verdict was logged) survives the checkpoint, and a crash, that applies
+    /// the verdict replacing another HTLC's entry.
+    #[tokio::test]
+    async fn a_replacing_verdict_keeps_the_new_htlcs_own_on_chain_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        j.record_for(k(1), Some([1; 32]), &Verdict::Resume, 0)
+            .await
+            .unwrap();
+        j.checkpoint_now().await;
+        j.record_for(k(1), Some([2; 32]), &Verdict::Resume, 0)
+            .await
+            .unwrap();
+        j.mark_on_chain(&[k(1)]).unwrap();
+        j.checkpoint_now().await;
+        assert_eq!(j.on_chain_keys().unwrap(), vec![k(1)]);
+        j.record_for(k(2), Some([1; 32]), &Verdict::Resume, 0)
+            .await
+            .unwrap();
+        j.checkpoint_now().await;
+        j.record_for(k(2), Some([2; 32]), &Verdict::Resume, 0)
+            .await
+            .unwrap();
+        j.mark_on_chain(&[k(2)]).unwrap();
+        j.crash().await;
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let mut keys = j.on_chain_keys().unwrap();
+        keys.sort_by_key(|k| k.htlc_id);
+        assert_eq!(keys, vec![k(1), k(2)]);
     }
 
     #[test]

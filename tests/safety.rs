@@ -183,6 +183,40 @@ async fn a_journaled_verdict_of_another_htlc_under_the_same_key_is_replaced_by_t
     assert_eq!(answer(&mut rx).await, ResolveHoldForwardAction::Fail);
 }
 
+/// An on-chain mark this process made (LND refused the current HTLC's answer)
+/// stays even while the journal's entry for the key is still another HTLC's (the
+/// new verdict not journaled, e.g. the journal's writer gone): dropping it would
+/// answer the on-chain HTLC again and end the stream on every reconnect.
+#[tokio::test]
+async fn an_on_chain_mark_made_by_this_process_outlives_a_stale_journal_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htlcgate.journal");
+    let key = htlcgate::circuit::CircuitKey {
+        chan_id: 1,
+        htlc_id: 7,
+    };
+    {
+        let journal = Journal::open(&path, Retention::default()).unwrap();
+        journal
+            .record_for(key, Some([0xaa; 32]), &Verdict::Resume, 800_134)
+            .await
+            .unwrap();
+        journal.sync().await.unwrap();
+    }
+    let gate = Gate::new(
+        chain(&[plugin_with("fixed-verdict", &[("verdict", "resume")])]),
+        ChainConfig::default(),
+        Journal::open(&path, Retention::default()).unwrap(),
+        None,
+    );
+    gate.mark_on_chain(&[key]);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = gate.open_stream(tx);
+    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    let got = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+    assert!(got.is_err(), "an HTLC held on-chain was answered: {got:?}");
+}
+
 /// Waits until HTLCs 0..n on channel 1 are answered, then checks: each exactly
 /// once, failed where `fails(id)`, resumed otherwise, no rule broken, none
 /// resolved by LND itself.
