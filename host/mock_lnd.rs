@@ -290,9 +290,10 @@ impl MockLnd {
     }
 
     fn offer(&self, req: ForwardHtlcInterceptRequest, on_chain: bool) -> Offer {
-        self.send_htlcs_at_once(vec![(req, on_chain)])
-            .pop()
-            .expect("one offer per request")
+        self.shared.node.offered(&req);
+        let offer = self.shared.lock().offer(req, on_chain);
+        self.shared.changed.notify_waiters();
+        offer
     }
 
     /// Several HTLCs offered in one step (`true`: on-chain, as
@@ -309,14 +310,7 @@ impl MockLnd {
         let offers = {
             let mut state = self.shared.lock();
             reqs.into_iter()
-                .map(|(req, on_chain)| {
-                    let key = req
-                        .incoming_circuit_key
-                        .as_ref()
-                        .map(|k| (k.chan_id, k.htlc_id))
-                        .expect("mock LND: an intercepted HTLC needs incoming_circuit_key");
-                    state.offer(key, req, on_chain)
-                })
+                .map(|(req, on_chain)| state.offer(req, on_chain))
                 .collect()
         };
         self.shared.changed.notify_waiters();
@@ -686,7 +680,12 @@ impl State {
         }
     }
 
-    fn offer(&mut self, key: Key, request: ForwardHtlcInterceptRequest, on_chain: bool) -> Offer {
+    fn offer(&mut self, request: ForwardHtlcInterceptRequest, on_chain: bool) -> Offer {
+        let key = request
+            .incoming_circuit_key
+            .as_ref()
+            .map(|k| (k.chan_id, k.htlc_id))
+            .expect("mock LND: an intercepted HTLC needs incoming_circuit_key");
         if let Some(held) = self.held.get_mut(&key) {
             if on_chain && !held.on_chain {
                 // Promotion to the on-chain flow: LND replaces the entry and the

@@ -44,6 +44,44 @@ async fn answer(
         .action()
 }
 
+/// Key 1:7, as [`forward`]`(7, ..)` asks about it.
+const KEY_1_7: htlcgate::circuit::CircuitKey = htlcgate::circuit::CircuitKey {
+    chan_id: 1,
+    htlc_id: 7,
+};
+
+/// A journal at `path` kept from another node or chain: its entry for key 1:7 is
+/// another HTLC's `verdict`, recorded with that HTLC's payment hash `hash` (or
+/// without one, as before hashes were recorded), with that HTLC's on-chain mark
+/// if `on_chain`.
+async fn journal_of_another_htlc(
+    path: &std::path::Path,
+    hash: Option<[u8; 32]>,
+    verdict: Verdict,
+    on_chain: bool,
+) {
+    let journal = Journal::open(path, Retention::default()).unwrap();
+    journal
+        .record_for(KEY_1_7, hash, &verdict, 800_134)
+        .await
+        .unwrap();
+    if on_chain {
+        journal.mark_on_chain(&[KEY_1_7]).unwrap();
+    }
+    journal.sync().await.unwrap();
+}
+
+/// A gate over the journal at `path` whose chain is `fixed-verdict` answering
+/// `verdict`.
+fn fixed_gate(path: &std::path::Path, verdict: &str) -> Arc<Gate> {
+    Gate::new(
+        chain(&[plugin_with("fixed-verdict", &[("verdict", verdict)])]),
+        ChainConfig::default(),
+        Journal::open(path, Retention::default()).unwrap(),
+        None,
+    )
+}
+
 #[tokio::test]
 async fn after_a_restart_a_replayed_htlc_gets_its_journaled_verdict() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,23 +126,10 @@ async fn after_a_restart_a_replayed_htlc_gets_its_journaled_verdict() {
 async fn a_journaled_settle_whose_preimage_does_not_fit_this_htlc_is_never_sent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("htlcgate.journal");
-    {
-        let journal = Journal::open(&path, Retention::default()).unwrap();
-        // The settle another HTLC with this key got (its own preimage).
-        let other = sample_preimage(99, 99);
-        journal
-            .record(
-                htlcgate::circuit::CircuitKey {
-                    chan_id: 1,
-                    htlc_id: 7,
-                },
-                &Verdict::Settle(other),
-                800_134,
-            )
-            .await
-            .unwrap();
-        journal.sync().await.unwrap();
-    }
+    // The settle another HTLC with this key got (its own preimage), recorded
+    // before payment hashes were.
+    let other = Verdict::Settle(sample_preimage(99, 99));
+    journal_of_another_htlc(&path, None, other, false).await;
     let gate = Gate::new(
         chain(&[plugin("fee-floor")]),
         ChainConfig::default(),
@@ -142,32 +167,12 @@ async fn a_journaled_settle_whose_preimage_does_not_fit_this_htlc_is_never_sent(
 async fn a_journaled_verdict_of_another_htlc_under_the_same_key_is_replaced_by_this_ones() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("htlcgate.journal");
-    let key = htlcgate::circuit::CircuitKey {
-        chan_id: 1,
-        htlc_id: 7,
-    };
-    {
-        let journal = Journal::open(&path, Retention::default()).unwrap();
-        journal
-            .record_for(key, Some([0xaa; 32]), &Verdict::Resume, 800_134)
-            .await
-            .unwrap();
-        journal.mark_on_chain(&[key]).unwrap();
-        journal.sync().await.unwrap();
-    }
+    journal_of_another_htlc(&path, Some([0xaa; 32]), Verdict::Resume, true).await;
     // Marks count in whole seconds, and only one older than the new verdict is
     // the other HTLC's (a journal kept across a reset has them from long ago).
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let gate_with = |verdict: &str| {
-        Gate::new(
-            chain(&[plugin_with("fixed-verdict", &[("verdict", verdict)])]),
-            ChainConfig::default(),
-            Journal::open(&path, Retention::default()).unwrap(),
-            None,
-        )
-    };
     {
-        let gate = gate_with("fail");
+        let gate = fixed_gate(&path, "fail");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let s = gate.open_stream(tx);
         gate.on_request(s, forward(7, 1_000_000, 2_000));
@@ -179,7 +184,7 @@ async fn a_journaled_verdict_of_another_htlc_under_the_same_key_is_replaced_by_t
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A restart with a chain that would resume: the replay gets the journaled fail.
-    let gate = gate_with("resume");
+    let gate = fixed_gate(&path, "resume");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let s = gate.open_stream(tx);
     gate.on_request(s, forward(7, 1_000_000, 2_000));
@@ -194,25 +199,9 @@ async fn a_journaled_verdict_of_another_htlc_under_the_same_key_is_replaced_by_t
 async fn an_on_chain_mark_made_by_this_process_outlives_a_stale_journal_entry() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("htlcgate.journal");
-    let key = htlcgate::circuit::CircuitKey {
-        chan_id: 1,
-        htlc_id: 7,
-    };
-    {
-        let journal = Journal::open(&path, Retention::default()).unwrap();
-        journal
-            .record_for(key, Some([0xaa; 32]), &Verdict::Resume, 800_134)
-            .await
-            .unwrap();
-        journal.sync().await.unwrap();
-    }
-    let gate = Gate::new(
-        chain(&[plugin_with("fixed-verdict", &[("verdict", "resume")])]),
-        ChainConfig::default(),
-        Journal::open(&path, Retention::default()).unwrap(),
-        None,
-    );
-    gate.mark_on_chain(&[key]);
+    journal_of_another_htlc(&path, Some([0xaa; 32]), Verdict::Resume, false).await;
+    let gate = fixed_gate(&path, "resume");
+    gate.mark_on_chain(&[KEY_1_7]);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let s = gate.open_stream(tx);
     gate.on_request(s, forward(7, 1_000_000, 2_000));
