@@ -15,7 +15,9 @@
 //! before the verdict is sent. Every second (or 8,192 entries, or 16 MiB) the
 //! writer rotates the log and a checkpoint thread moves the rotated part into the
 //! redb file in one transaction, then deletes it, while appends go on (a redb
-//! commit takes milliseconds; answers never wait for one). Verdicts not yet in the
+//! commit takes milliseconds; answers never wait for one, not even for its CPU:
+//! the checkpoint gives the CPU back every few dozen entries, see
+//! [`crate::pace`]). Verdicts not yet in the
 //! file are answered from memory. Opening the journal moves whatever a crash left
 //! in the logs into the redb file first.
 //!
@@ -41,6 +43,7 @@ use tokio::sync::oneshot;
 
 use crate::circuit::CircuitKey;
 use crate::kv::{Flushed, KvOp, KvStore};
+use crate::pace::Pacer;
 use crate::verdict::{FailCode, Modification, Verdict};
 use crate::wal::{self, Reader, Wal, WalEntry, WalRecord};
 
@@ -672,7 +675,7 @@ impl Journal {
 
     /// Prunes by age and count now (the writer also does it every minute).
     pub fn prune(&self, retention: Retention) -> Result<u64, JournalError> {
-        prune(&self.db, retention, now_secs())
+        prune(&self.db, retention, now_secs(), &mut Pacer::background())
     }
 }
 
@@ -718,7 +721,8 @@ fn recover(db: &Database, wal_path: &Path, records: &[WalRecord]) -> Result<u64,
             }
         }
     }
-    apply(txn, &verdicts, &ops, last)?;
+    // At open: nothing is answered yet, nothing to make room for.
+    apply(txn, &verdicts, &ops, last, &mut Pacer::unpaced())?;
     tracing::info!(
         records = fresh.len(),
         verdicts = verdicts.len(),
@@ -828,7 +832,10 @@ impl Checkpointer {
                         let res = db
                             .begin_write()
                             .map_err(JournalError::from)
-                            .and_then(|txn| apply(txn, &job.verdicts, &job.kv_ops, job.seq));
+                            .and_then(|txn| {
+                                // Beside the answer path: see `crate::pace`.
+                                apply(txn, &job.verdicts, &job.kv_ops, job.seq, &mut Pacer::background())
+                            });
                         match res {
                             Ok(()) => break,
                             Err(e) => {
@@ -863,7 +870,7 @@ impl Checkpointer {
                     let _ = done_tx.send(job.seq);
                     if last_prune.elapsed() >= PRUNE_EVERY {
                         last_prune = Instant::now();
-                        match prune(&db, retention, now_secs()) {
+                        match prune(&db, retention, now_secs(), &mut Pacer::background()) {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(pruned = n, "verdict journal pruned"),
                             Err(e) => tracing::warn!("verdict journal prune failed: {e}"),
@@ -1027,7 +1034,7 @@ impl Writer {
         }
         let Some(wal) = &mut self.wal else {
             let txn = self.db.begin_write()?;
-            return match apply(txn, verdicts, &ops, 0) {
+            return match apply(txn, verdicts, &ops, 0, &mut Pacer::unpaced()) {
                 Ok(()) => {
                     self.kv.committed(flushed);
                     self.file_bounds.raise(verdicts);
@@ -1131,7 +1138,7 @@ impl Writer {
         if self.checkpointer.is_none() && self.last_prune.elapsed() >= PRUNE_EVERY {
             // In memory: no checkpoint thread to prune.
             self.last_prune = Instant::now();
-            if let Err(e) = prune(&self.db, self.retention, now_secs()) {
+            if let Err(e) = prune(&self.db, self.retention, now_secs(), &mut Pacer::unpaced()) {
                 tracing::warn!("verdict journal prune failed: {e}");
             }
         }
@@ -1219,12 +1226,14 @@ fn apply(
     batch: &[VerdictWrite],
     ops: &[KvOp],
     seq: u64,
+    pace: &mut Pacer,
 ) -> Result<(), JournalError> {
     {
         let mut verdicts = txn.open_table(VERDICTS)?;
         let mut by_time = txn.open_table(BY_TIME)?;
         let mut on_chain = txn.open_table(ON_CHAIN)?;
         for w in batch {
+            pace.step();
             let k = (w.key.chan_id, w.key.htlc_id);
             // The first verdict for a key is the one LND may have acted on: keep
             // it, unless the new one is for another HTLC under the same key (a
@@ -1253,12 +1262,17 @@ fn apply(
             txn.open_table(META)?.insert("wal_seq", seq)?;
         }
     }
-    crate::kv::apply_ops(&txn, ops).map_err(|e| JournalError::Db(e.to_string()))?;
+    crate::kv::apply_ops(&txn, ops, pace).map_err(|e| JournalError::Db(e.to_string()))?;
     txn.commit()?;
     Ok(())
 }
 
-fn prune(db: &Database, retention: Retention, now: u64) -> Result<u64, JournalError> {
+fn prune(
+    db: &Database,
+    retention: Retention,
+    now: u64,
+    pace: &mut Pacer,
+) -> Result<u64, JournalError> {
     let cutoff = now.saturating_sub(retention.max_age.as_secs());
     let txn = db.begin_write()?;
     let mut removed = 0u64;
@@ -1269,6 +1283,7 @@ fn prune(db: &Database, retention: Retention, now: u64) -> Result<u64, JournalEr
         let excess = verdicts.len()?.saturating_sub(retention.max_entries);
         let mut doomed = Vec::new();
         for item in by_time.iter()? {
+            pace.step();
             let (k, _) = item?;
             let (time, chan, htlc) = k.value();
             if time >= cutoff && (doomed.len() as u64) >= excess {
@@ -1277,6 +1292,7 @@ fn prune(db: &Database, retention: Retention, now: u64) -> Result<u64, JournalEr
             doomed.push((time, chan, htlc));
         }
         for (time, chan, htlc) in doomed {
+            pace.step();
             by_time.remove((time, chan, htlc))?;
             verdicts.remove((chan, htlc))?;
             on_chain.remove((chan, htlc))?;
@@ -1811,7 +1827,8 @@ mod tests {
                     max_age: Duration::ZERO,
                     max_entries: 0
                 },
-                now_secs() + 10
+                now_secs() + 10,
+                &mut Pacer::unpaced()
             )
             .unwrap(),
             2
@@ -2184,7 +2201,13 @@ mod tests {
         let j = Journal::in_memory();
         j.record(k(1), &Verdict::Resume, 0).await.unwrap();
         j.mark_on_chain(&[k(1)]).unwrap();
-        let removed = prune(&j.db, Retention::default(), now_secs() + 15 * 24 * 3600).unwrap();
+        let removed = prune(
+            &j.db,
+            Retention::default(),
+            now_secs() + 15 * 24 * 3600,
+            &mut Pacer::unpaced(),
+        )
+        .unwrap();
         assert_eq!(removed, 1);
         assert!(j.get(k(1)).unwrap().is_none());
         assert!(j.on_chain_keys().unwrap().is_empty());

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
 use crate::config::KvLimits;
+use crate::pace::Pacer;
 
 /// (plugin name, key) -> value.
 const KV: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("plugin_kv");
@@ -127,12 +128,13 @@ pub struct KvOp {
 }
 
 /// Writes `ops` (in order) into `txn`.
-pub fn apply_ops(txn: &WriteTransaction, ops: &[KvOp]) -> Result<(), KvError> {
+pub fn apply_ops(txn: &WriteTransaction, ops: &[KvOp], pace: &mut Pacer) -> Result<(), KvError> {
     if ops.is_empty() {
         return Ok(());
     }
     let mut table = txn.open_table(KV).map_err(storage)?;
     for op in ops {
+        pace.step();
         let k = (&*op.ns, op.key.as_slice());
         match &op.value {
             Some(v) => table.insert(k, v.as_slice()).map(drop),
@@ -234,7 +236,7 @@ impl KvStore {
     /// [`KvStore::committed`] or [`KvStore::failed`] with the result.
     pub fn flush_into(&self, txn: &WriteTransaction) -> Result<Flushed, KvError> {
         let (ops, flushed) = self.take_dirty();
-        if let Err(e) = apply_ops(txn, &ops) {
+        if let Err(e) = apply_ops(txn, &ops, &mut Pacer::unpaced()) {
             self.failed(flushed);
             return Err(e);
         }
@@ -550,12 +552,12 @@ mod tests {
         // finishes meanwhile: the file now has k = v.
         let (second, f2) = s.take_dirty();
         let txn = db.begin_write().unwrap();
-        apply_ops(&txn, &first).unwrap();
+        apply_ops(&txn, &first, &mut Pacer::unpaced()).unwrap();
         txn.commit().unwrap();
         s.committed_unless_in(f1, &[&f2]);
         assert_eq!(ns.get(b"k", &l), Ok(None), "the old value came back");
         let txn = db.begin_write().unwrap();
-        apply_ops(&txn, &second).unwrap();
+        apply_ops(&txn, &second, &mut Pacer::unpaced()).unwrap();
         txn.commit().unwrap();
         s.committed_unless_in(f2, &[]);
         assert_eq!(ns.get(b"k", &l), Ok(None));

@@ -18,6 +18,7 @@ pub mod lnd;
 pub mod metrics;
 pub mod mock_lnd;
 pub mod mock_node;
+pub mod pace;
 pub mod record;
 pub mod reload;
 pub mod replay;
