@@ -147,13 +147,15 @@ fn may_concern(names: &BTreeSet<OsString>, path: &Path) -> bool {
 
 /// Watches the config and plugin files and reloads on change or on a `hup` signal,
 /// until `stop` turns true. `cfg` is the config the running chain was built from.
-pub async fn watch_and_reload(
+/// The files are watched from this call on; the returned future (spawn it) does
+/// the reloading.
+pub fn watch_and_reload(
     mut cfg: Config,
     sandbox: Sandbox,
     gate: Arc<Gate>,
     mut hup: mpsc::UnboundedReceiver<()>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
     let mut files = watched_files(&sources(&cfg));
     let names = Arc::new(RwLock::new(watched_names(&files)));
@@ -180,57 +182,61 @@ pub async fn watch_and_reload(
     };
     let mut dirs = BTreeSet::new();
     rewatch(&mut watcher, &mut dirs, watched_dirs(&sources(&cfg)));
-    loop {
-        let mut due = false;
-        tokio::select! {
-            _ = stop.changed() => return,
-            Some(()) = hup.recv() => {
-                tracing::info!("SIGHUP: reloading");
-                due = true;
-            }
-            Some(path) = events.recv() => {
-                if files.contains(&norm(&path)) {
-                    // Debounce: wait until the watched files have been quiet for a
-                    // while. Other files in the same directories (the journal or a
-                    // log beside the config, written with every HTLC) do not count,
-                    // or steady traffic would postpone the reload indefinitely.
-                    let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(quiet_until) => break,
-                            Some(p) = events.recv() => {
-                                if files.contains(&norm(&p)) {
-                                    quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+    // The watcher is set up above, when this is called, not when the task first
+    // runs: a change made in between (a busy runtime) would be lost.
+    async move {
+        loop {
+            let mut due = false;
+            tokio::select! {
+                _ = stop.changed() => return,
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    due = true;
+                }
+                Some(path) = events.recv() => {
+                    if files.contains(&norm(&path)) {
+                        // Debounce: wait until the watched files have been quiet for a
+                        // while. Other files in the same directories (the journal or a
+                        // log beside the config, written with every HTLC) do not count,
+                        // or steady traffic would postpone the reload indefinitely.
+                        let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(quiet_until) => break,
+                                Some(p) = events.recv() => {
+                                    if files.contains(&norm(&p)) {
+                                        quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+                                    }
                                 }
                             }
                         }
+                        due = true;
                     }
-                    due = true;
                 }
             }
-        }
-        if !due {
-            continue;
-        }
-        match reload_now(&cfg.source.clone(), &sandbox, &gate, &cfg).await {
-            Ok(new) => {
-                cfg = new;
-                files = watched_files(&sources(&cfg));
-                *names.write().unwrap_or_else(|p| p.into_inner()) = watched_names(&files);
-                rewatch(&mut watcher, &mut dirs, watched_dirs(&sources(&cfg)));
+            if !due {
+                continue;
             }
-            Err(e) => {
-                // The running chain keeps deciding; the next change retries.
-                tracing::error!("reload refused, the running chain keeps deciding: {e}");
-                // The next change may be to a file only the refused config names
-                // (a plugin added before its file was copied in): watch those.
-                if let Ok(plugins) = Config::plugin_paths(&cfg.source) {
-                    let tried: Vec<&Path> = std::iter::once(cfg.source.as_path())
-                        .chain(plugins.iter().map(PathBuf::as_path))
-                        .collect();
-                    files = watched_files(&tried);
+            match reload_now(&cfg.source.clone(), &sandbox, &gate, &cfg).await {
+                Ok(new) => {
+                    cfg = new;
+                    files = watched_files(&sources(&cfg));
                     *names.write().unwrap_or_else(|p| p.into_inner()) = watched_names(&files);
-                    rewatch(&mut watcher, &mut dirs, watched_dirs(&tried));
+                    rewatch(&mut watcher, &mut dirs, watched_dirs(&sources(&cfg)));
+                }
+                Err(e) => {
+                    // The running chain keeps deciding; the next change retries.
+                    tracing::error!("reload refused, the running chain keeps deciding: {e}");
+                    // The next change may be to a file only the refused config names
+                    // (a plugin added before its file was copied in): watch those.
+                    if let Ok(plugins) = Config::plugin_paths(&cfg.source) {
+                        let tried: Vec<&Path> = std::iter::once(cfg.source.as_path())
+                            .chain(plugins.iter().map(PathBuf::as_path))
+                            .collect();
+                        files = watched_files(&tried);
+                        *names.write().unwrap_or_else(|p| p.into_inner()) = watched_names(&files);
+                        rewatch(&mut watcher, &mut dirs, watched_dirs(&tried));
+                    }
                 }
             }
         }

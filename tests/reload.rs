@@ -42,6 +42,12 @@ struct Setup {
 }
 
 async fn setup(first: &str) -> Setup {
+    setup_with(first, |_| {}).await
+}
+
+/// [`setup`], with `meanwhile` run on the plugin file's path once the reload
+/// watcher is set up, before its task first runs.
+async fn setup_with(first: &str, meanwhile: impl FnOnce(&Path)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("p.wasm");
     std::fs::write(&plugin, version(first)).unwrap();
@@ -56,13 +62,10 @@ async fn setup(first: &str) -> Setup {
     let gate: Arc<Gate> = Gate::new(chain, cfg.chain.clone(), Journal::in_memory(), None);
     let (stop, stop_rx) = watch::channel(false);
     let (_hup_tx, hup_rx) = mpsc::unbounded_channel();
-    tokio::spawn(htlcgate::reload::watch_and_reload(
-        cfg,
-        sandbox,
-        gate.clone(),
-        hup_rx,
-        stop_rx.clone(),
-    ));
+    let watching =
+        htlcgate::reload::watch_and_reload(cfg, sandbox, gate.clone(), hup_rx, stop_rx.clone());
+    meanwhile(&plugin);
+    tokio::spawn(watching);
     tokio::spawn(htlcgate::lnd::stream::run(
         mock.endpoint(),
         gate.clone(),
@@ -205,6 +208,22 @@ async fn one_change_is_one_reload_and_busy_neighbours_do_not_delay_it() {
     tokio::time::sleep(htlcgate::reload::DEBOUNCE * 8).await;
     assert_eq!(s.gate.swaps(), 1, "reloads without a change");
     busy.abort();
+    let _ = s.stop.send(true);
+}
+
+/// A plugin file replaced as soon as the daemon has set up its watcher, before
+/// the watching task first ran (a busy runtime), still reloads. (The watcher was
+/// set up in the task's first poll: such a change was lost, and this test's
+/// neighbour flaked under a loaded test run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_before_the_watching_task_first_runs_is_not_lost() {
+    let s = setup_with("trap", |plugin| {
+        std::fs::write(plugin, version("onion-size")).unwrap();
+    })
+    .await;
+    let mut id = 0;
+    until_verdict(&s.mock, &mut id, A::Resume).await;
+    assert_eq!(s.gate.swaps(), 1);
     let _ = s.stop.send(true);
 }
 
