@@ -97,6 +97,9 @@ pub async fn run_with(
     observe: ObserveFlags,
 ) -> anyhow::Result<()> {
     let cfg = Config::load(&config_path)?;
+    // Watched from here on: a plugin replaced while the chain compiles (seconds on
+    // a cold start) is reloaded once the daemon runs, not missed.
+    let reload_watch = crate::reload::Watch::arm(&cfg);
     let endpoint = endpoint(&cfg, &flags)?;
     // The metrics listener first: a port in use is reported before anything else,
     // and /healthz says "not loaded" while the chain compiles.
@@ -188,13 +191,7 @@ pub async fn run_with(
     }
     #[cfg(not(unix))]
     drop(hup_tx);
-    tokio::spawn(crate::reload::watch_and_reload(
-        cfg,
-        sandbox,
-        gate.clone(),
-        hup_rx,
-        stop_rx.clone(),
-    ));
+    tokio::spawn(reload_watch.run(cfg, sandbox, gate.clone(), hup_rx, stop_rx.clone()));
     // On a runtime worker, not on `block_on`'s thread: the task that reads the
     // stream then runs where the connection's I/O is polled, and the HTLC tasks it
     // spawns start on that same worker, instead of each request crossing to the

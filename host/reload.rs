@@ -145,46 +145,73 @@ fn may_concern(names: &BTreeSet<OsString>, path: &Path) -> bool {
     path.file_name().is_some_and(|n| names.contains(n))
 }
 
-/// Watches the config and plugin files and reloads on change or on a `hup` signal,
-/// until `stop` turns true. `cfg` is the config the running chain was built from.
-/// The files are watched from this call on; the returned future (spawn it) does
-/// the reloading.
-pub fn watch_and_reload(
-    mut cfg: Config,
-    sandbox: Sandbox,
-    gate: Arc<Gate>,
-    mut hup: mpsc::UnboundedReceiver<()>,
-    mut stop: watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let (tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
-    let mut files = watched_files(&sources(&cfg));
-    let names = Arc::new(RwLock::new(watched_names(&files)));
-    let names_seen = names.clone();
-    let mut watcher = match RecommendedWatcher::new(
-        move |res: notify::Result<notify::Event>| {
-            // Opening or reading a file is no change. (inotify reports opens: without
-            // this, the reload's own reading of the config and plugin files would
-            // trigger the next reload, every DEBOUNCE, forever.)
-            if let Some(ev) = res.ok().filter(|ev| changes_content(&ev.kind)) {
-                let names = names_seen.read().unwrap_or_else(|p| p.into_inner());
-                for p in ev.paths.into_iter().filter(|p| may_concern(&names, p)) {
-                    let _ = tx.send(p);
+/// The watcher of one config's files, armed: changes from now on are queued until
+/// [`Watch::run`] reloads on them (or on a `hup` signal). Armed when the config is
+/// loaded, before the chain compiles, so a change made meanwhile is not lost.
+pub struct Watch {
+    /// Changed paths (named like a watched file), from the watcher's thread.
+    events: mpsc::UnboundedReceiver<PathBuf>,
+    /// The watched files' names, read by the watcher's thread to drop the rest.
+    names: Arc<RwLock<BTreeSet<OsString>>>,
+    /// The watcher (`None`: it could not start; SIGHUP still reloads).
+    watcher: Option<RecommendedWatcher>,
+    /// The directories watched now.
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Watch {
+    /// Starts watching the files `cfg` names (the config and every plugin file).
+    pub fn arm(cfg: &Config) -> Watch {
+        let (tx, events) = mpsc::unbounded_channel::<PathBuf>();
+        let names = Arc::new(RwLock::new(watched_names(&watched_files(&sources(cfg)))));
+        let names_seen = names.clone();
+        let watcher = match RecommendedWatcher::new(
+            move |res: notify::Result<notify::Event>| {
+                // Opening or reading a file is no change. (inotify reports opens: without
+                // this, the reload's own reading of the config and plugin files would
+                // trigger the next reload, every DEBOUNCE, forever.)
+                if let Some(ev) = res.ok().filter(|ev| changes_content(&ev.kind)) {
+                    let names = names_seen.read().unwrap_or_else(|p| p.into_inner());
+                    for p in ev.paths.into_iter().filter(|p| may_concern(&names, p)) {
+                        let _ = tx.send(p);
+                    }
                 }
+            },
+            notify::Config::default(),
+        ) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!("cannot watch files for hot reload: {e}; SIGHUP still reloads");
+                None
             }
-        },
-        notify::Config::default(),
+        };
+        let mut w = Watch {
+            events,
+            names,
+            watcher,
+            dirs: BTreeSet::new(),
+        };
+        rewatch(&mut w.watcher, &mut w.dirs, watched_dirs(&sources(cfg)));
+        w
+    }
+
+    /// Reloads on every change since [`Watch::arm`] and on `hup`, until `stop`
+    /// turns true. `cfg` is the config the running chain was built from.
+    pub async fn run(
+        self,
+        mut cfg: Config,
+        sandbox: Sandbox,
+        gate: Arc<Gate>,
+        mut hup: mpsc::UnboundedReceiver<()>,
+        mut stop: watch::Receiver<bool>,
     ) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!("cannot watch files for hot reload: {e}; SIGHUP still reloads");
-            None
-        }
-    };
-    let mut dirs = BTreeSet::new();
-    rewatch(&mut watcher, &mut dirs, watched_dirs(&sources(&cfg)));
-    // The watcher is set up above, when this is called, not when the task first
-    // runs: a change made in between (a busy runtime) would be lost.
-    async move {
+        let Watch {
+            mut events,
+            names,
+            mut watcher,
+            mut dirs,
+        } = self;
+        let mut files = watched_files(&sources(&cfg));
         loop {
             let mut due = false;
             tokio::select! {

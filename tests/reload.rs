@@ -45,8 +45,9 @@ async fn setup(first: &str) -> Setup {
     setup_with(first, |_| {}).await
 }
 
-/// [`setup`], with `meanwhile` run on the plugin file's path once the reload
-/// watcher is set up, before its task first runs.
+/// [`setup`], with `meanwhile` run on the plugin file's path in the daemon's
+/// start-up window: after the reload watcher is armed and the chain compiled,
+/// before the reload task first runs.
 async fn setup_with(first: &str, meanwhile: impl FnOnce(&Path)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("p.wasm");
@@ -57,14 +58,15 @@ async fn setup_with(first: &str, meanwhile: impl FnOnce(&Path)) -> Setup {
         .await
         .unwrap();
     let cfg = Config::load(&config).unwrap();
+    // As the daemon does: armed before the chain compiles.
+    let armed = htlcgate::reload::Watch::arm(&cfg);
     let sandbox = Sandbox::new(&cfg.sandbox).unwrap();
     let chain = Chain::load(&sandbox, &cfg.plugins, cfg.chain.default_verdict.verdict()).unwrap();
     let gate: Arc<Gate> = Gate::new(chain, cfg.chain.clone(), Journal::in_memory(), None);
     let (stop, stop_rx) = watch::channel(false);
     let (_hup_tx, hup_rx) = mpsc::unbounded_channel();
-    let watching =
-        htlcgate::reload::watch_and_reload(cfg, sandbox, gate.clone(), hup_rx, stop_rx.clone());
     meanwhile(&plugin);
+    let watching = armed.run(cfg, sandbox, gate.clone(), hup_rx, stop_rx.clone());
     tokio::spawn(watching);
     tokio::spawn(htlcgate::lnd::stream::run(
         mock.endpoint(),
@@ -211,12 +213,12 @@ async fn one_change_is_one_reload_and_busy_neighbours_do_not_delay_it() {
     let _ = s.stop.send(true);
 }
 
-/// A plugin file replaced as soon as the daemon has set up its watcher, before
-/// the watching task first ran (a busy runtime), still reloads. (The watcher was
-/// set up in the task's first poll: such a change was lost, and this test's
-/// neighbour flaked under a loaded test run.)
+/// A plugin file replaced while the daemon starts (its chain compiling, or the
+/// reload task not run yet on a busy runtime) still reloads. (The watcher was set
+/// up in the task's first poll, after the chain compiled: such a change was lost,
+/// and this test's neighbour flaked under a loaded test run.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_before_the_watching_task_first_runs_is_not_lost() {
+async fn a_change_while_the_daemon_starts_is_not_lost() {
     let s = setup_with("trap", |plugin| {
         std::fs::write(plugin, version("onion-size")).unwrap();
     })
