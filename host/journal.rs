@@ -901,6 +901,10 @@ impl Writer {
                         let _ = c.thread.join();
                     }
                     drop(self);
+                    // Stopped before the caller hears of it: a write sent after
+                    // `crash` returned must find the journal stopped, not wait in
+                    // a queue that is dropped later (and called back from here).
+                    drop(rx);
                     let _ = done.send(());
                     return;
                 }
