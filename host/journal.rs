@@ -13,9 +13,8 @@
 //! sending only after its record is on disk. The same record carries the plugins'
 //! key-value writes ([`crate::kv`]), so the state a verdict depended on is durable
 //! before the verdict is sent. Every second (or 8,192 entries, or 16 MiB) the
-//! writer rotates the log (to its other segment, see [`crate::wal`]) and a
-//! checkpoint thread moves the segment left into the redb file in one
-//! transaction, while appends go on (a redb
+//! writer rotates the log and a checkpoint thread moves the rotated part into the
+//! redb file in one transaction, then deletes it, while appends go on (a redb
 //! commit takes milliseconds; answers never wait for one, not even for its CPU:
 //! the checkpoint gives the CPU back every few dozen entries, see
 //! [`crate::pace`]). Verdicts not yet in the
@@ -34,7 +33,7 @@
 //! beyond `max_entries` (default 1,000,000, roughly 100 MB; oldest first) is pruned.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -393,8 +392,6 @@ impl Journal {
             unsynced: unsynced.clone(),
             wal,
             next_seq,
-            // Everything recovered is in the file (and the log emptied).
-            in_file_seq: next_seq - 1,
             verdicts: Vec::new(),
             kv_ops: Vec::new(),
             flushed: VecDeque::new(),
@@ -777,9 +774,6 @@ struct Writer {
     wal: Option<Wal>,
     /// The next record's sequence number.
     next_seq: u64,
-    /// The highest record number the redb file durably holds (a log segment
-    /// is reused only once its records are all at or below it).
-    in_file_seq: u64,
     /// Verdicts in the current log, not yet handed to a checkpoint.
     verdicts: Vec<VerdictWrite>,
     /// Plugin writes in the current log, in order, not yet handed to a checkpoint.
@@ -808,12 +802,14 @@ struct Checkpointer {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// One checkpoint: everything in the log segment just left.
+/// One checkpoint: everything in the rotated log `old`.
 struct Checkpoint {
     verdicts: Vec<VerdictWrite>,
     kv_ops: Vec<KvOp>,
-    /// The segment's highest record number.
+    /// The rotated log's highest record number.
     seq: u64,
+    /// The rotated log, deleted once its contents are in the file.
+    old: PathBuf,
 }
 
 impl Checkpointer {
@@ -865,6 +861,11 @@ impl Checkpointer {
                                 u.remove(&k);
                             }
                         }
+                    }
+                    if let Err(e) = std::fs::remove_file(&job.old) {
+                        // Harmless: its records are at or below the file's
+                        // `wal_seq` and are skipped when the journal is opened.
+                        tracing::warn!(path = %job.old.display(), "removing the checkpointed write-ahead log failed: {e}");
                     }
                     let _ = done_tx.send(job.seq);
                     if last_prune.elapsed() >= PRUNE_EVERY {
@@ -1122,7 +1123,6 @@ impl Writer {
         }
         for seq in finished {
             self.busy = false;
-            self.in_file_seq = self.in_file_seq.max(seq);
             self.confirm(seq);
         }
     }
@@ -1168,32 +1168,43 @@ impl Writer {
         let (Some(wal), Some(c)) = (&mut self.wal, &self.checkpointer) else {
             return;
         };
-        let left = match wal.rotate(self.in_file_seq) {
-            Ok(left) => left,
+        if wal.is_stuck() {
+            // Reported when it happened; the log grows until a restart.
+            return;
+        }
+        let mut rotated = wal.rotate();
+        if matches!(&rotated, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists)
+            && !wal.is_stuck()
+        {
+            // No checkpoint runs (`busy` is false) and the thread is alive, so the
+            // old file is one whose checkpoint finished but whose deletion failed:
+            // its records are in the redb file. Delete it and try again.
+            match Wal::remove_old(wal.path()) {
+                Ok(()) => rotated = wal.rotate(),
+                Err(e) => tracing::warn!("removing the checkpointed write-ahead log failed: {e}"),
+            }
+        }
+        let old = match rotated {
+            Ok(old) => old,
             Err(e) => {
-                // The other segment's checkpoint has not finished (cannot happen:
-                // a rotation waits for it, `busy`) or a failed append's leftovers
-                // cannot be cut: appends stay in this segment, which keeps
-                // growing; nothing is overwritten. Tried again at the next
-                // checkpoint.
-                tracing::error!(
-                    "rotating the write-ahead log refused: {e}; retrying at the next checkpoint"
-                );
+                // The log stays as it is and keeps growing; tried again later.
+                tracing::error!(path = %wal.path().display(), "rotating the write-ahead log failed: {e}; retrying at the next checkpoint");
                 return;
             }
         };
-        tracing::trace!(segment = %left.display(), "write-ahead log rotated");
         let job = Checkpoint {
             verdicts: std::mem::take(&mut self.verdicts),
             kv_ops: std::mem::take(&mut self.kv_ops),
             seq: self.next_seq - 1,
+            old,
         };
         match c.jobs.send(job) {
             Ok(()) => self.busy = true,
             Err(mpsc::SendError(job)) => {
-                // The checkpoint thread is gone (it panicked). The segment left
-                // stays on disk (read at the next start; never reused: its records
-                // never reach the file) and its contents stay in memory.
+                // The checkpoint thread is gone (it panicked). The rotated log
+                // stays on disk (read at the next start) and its contents stay in
+                // memory. No rotation is tried again: one would find the rotated
+                // file, take it for a checkpointed one and delete it.
                 tracing::error!("the verdict journal's checkpoint thread is gone; the write-ahead log grows until htlcgate restarts");
                 self.checkpointer = None;
                 self.verdicts.splice(0..0, job.verdicts);
@@ -1978,16 +1989,6 @@ mod tests {
             .err()
             .expect("must refuse");
         let msg = err.to_string();
-        assert!(msg.contains("record 3"), "{msg}");
-        assert!(msg.contains("j.redb.wal"), "{msg}");
-        assert!(msg.contains("move it aside"), "{msg}");
-        // The same gap between the log's two segments.
-        std::fs::write(wal::old_path(&wal_path), &bytes[..first]).unwrap();
-        std::fs::write(&wal_path, &third).unwrap();
-        let err = Journal::open(&path, Retention::default())
-            .err()
-            .expect("must refuse");
-        let msg = err.to_string();
         assert!(msg.contains("record 2 is missing"), "{msg}");
         assert!(msg.contains("j.redb.wal"), "{msg}");
         assert!(msg.contains("move both aside"), "{msg}");
@@ -2086,11 +2087,7 @@ mod tests {
         assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
         assert_eq!(j.get(k(2)).unwrap(), Some(settle));
         assert_eq!(j.get(k(3)).unwrap(), Some(Verdict::Resume));
-        // Emptied once in the file (kept as the log's second segment).
-        assert_eq!(
-            std::fs::metadata(wal::old_path(&wal_path)).unwrap().len(),
-            0
-        );
+        assert!(!wal::old_path(&wal_path).exists());
         // The next record continues the numbering: a new verdict survives a crash.
         j.record(k(4), &Verdict::Resume, 0).await.unwrap();
         j.crash().await;
@@ -2127,10 +2124,7 @@ mod tests {
             None,
             "a record redb already had was applied"
         );
-        assert_eq!(
-            std::fs::metadata(wal::old_path(&wal_path)).unwrap().len(),
-            0
-        );
+        assert!(!wal::old_path(&wal_path).exists());
     }
 
     #[tokio::test]

@@ -16,22 +16,13 @@
 //! the first record that is short or fails its checksum: only the last record can
 //! be torn (a crash while appending it), and nothing in it was released.
 //!
-//! The log is two files, `<path>` and `<path>.old`, used in turn (segments). A
-//! checkpoint runs beside the appends: the log is rotated first (appends go on in
-//! the other segment, from its start, over records the redb file already holds)
-//! and the checkpoint moves the segment just left into the redb file. A rotation
-//! is no file-system operation at all (no rename, create, directory sync or
-//! unlink), and once a segment has been written through, an append over it
-//! changes no file metadata, so its `fdatasync` commits no ext4 journal
-//! transaction: measured on the project's disk at 1,000 appends/s, p50 100 / p99
-//! 185 µs against 130 / 290 µs for appends that grow the file. Records left from a
-//! segment's earlier use follow the new ones; they are numbered lower, so reading a
-//! segment stops where the numbers stop increasing by one. Opening reads both
-//! segments and orders them by their first record (a `<path>.old` left by the
-//! rename scheme of earlier versions is read the same way).
+//! A checkpoint runs beside the appends: the log is rotated first (renamed to
+//! `<path>.old`, a fresh `<path>` takes the next appends) and the old file is
+//! deleted once the redb file holds its records. Opening reads `.old` (if a crash
+//! left one) before the current file.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -74,24 +65,12 @@ pub struct Wal {
     path: PathBuf,
     /// Bytes of valid records (the next record goes here).
     len: u64,
-    /// The highest record number in this segment (0: none).
-    last_seq: u64,
-    /// A failed append may have left bytes after `len` that could not be cut.
-    tail_dirty: bool,
-    /// The other segment: the one left at the last rotation, reused from its start
-    /// at the next.
-    other: File,
-    /// Its path.
-    other_path: PathBuf,
-    /// The highest record number in the other segment (0: none).
-    other_last_seq: u64,
+    /// A rotation failed halfway and could not be undone: this log's file is now
+    /// named `<path>.old` (appends still go to it). Never delete that file.
+    stuck: bool,
     /// Appends still to fail, as a full or failing disk would (tests).
     #[cfg(test)]
     pub fail_appends: u32,
-    /// Appends still to fail after their bytes were written, as a failing
-    /// `fdatasync` would (tests).
-    #[cfg(test)]
-    pub fail_syncs: u32,
 }
 
 /// The log's path for a journal at `journal`: beside it, `.wal` appended.
@@ -101,7 +80,7 @@ pub fn path_for(journal: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// The log's second segment: `<path>.old`.
+/// Where a rotated log waits for its checkpoint: `<path>.old`.
 pub fn old_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".old");
@@ -119,70 +98,50 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path` (both segments) and reads its records,
-    /// in order. A torn or corrupt tail is reported as the number of bytes ignored
-    /// (a reused segment's older records after its new ones count too). Appends
-    /// go on after the newest record.
+    /// Opens (or creates) the log at `path` and reads its records: those of a
+    /// rotated log left at `<path>.old` first, then its own. A torn or corrupt tail
+    /// is reported as the number of bytes ignored.
     pub fn open(path: &Path) -> std::io::Result<(Wal, Vec<WalRecord>, u64)> {
-        let second = old_path(path);
-        let (f1, b1, new1) = open_segment(path)?;
-        let (f2, b2, new2) = open_segment(&second)?;
-        if new1 || new2 {
+        let mut records = Vec::new();
+        let mut ignored = 0;
+        match std::fs::read(old_path(path)) {
+            Ok(bytes) => {
+                let (old, valid) = parse(&bytes);
+                refuse_hole(&old_path(path), &bytes, valid, &old)?;
+                records.extend(old);
+                ignored += bytes.len() as u64 - valid;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if !existed {
             sync_dir(path)?;
         }
-        let (r1, v1) = parse(&b1);
-        let (r2, v2) = parse(&b2);
-        let l1 = r1.last().map_or(0, |r| r.seq);
-        let l2 = r2.last().map_or(0, |r| r.seq);
-        // Records after a segment's valid ones are damage only if numbered above
-        // every record read: lower ones are left from the segment's earlier use.
-        let last = l1.max(l2);
-        refuse_hole(path, &b1, v1, last)?;
-        refuse_hole(&second, &b2, v2, last)?;
-        let ignored = (b1.len() as u64 - v1) + (b2.len() as u64 - v2);
-        let first = |r: &[WalRecord]| r.first().map_or(u64::MAX, |r| r.seq);
-        let mut records = Vec::with_capacity(r1.len() + r2.len());
-        let path_first = first(&r1) <= first(&r2);
-        if path_first {
-            records.extend(r1);
-            records.extend(r2);
-        } else {
-            records.extend(r2);
-            records.extend(r1);
-        }
-        // Appends go on in the segment with the newest record (`path` if none).
-        let wal = if l2 > l1 {
-            Wal::new(f2, second, v2, l2, f1, path.to_path_buf(), l1)
-        } else {
-            Wal::new(f1, path.to_path_buf(), v1, l1, f2, second, l2)
-        };
-        Ok((wal, records, ignored))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        file: File,
-        path: PathBuf,
-        len: u64,
-        last_seq: u64,
-        other: File,
-        other_path: PathBuf,
-        other_last_seq: u64,
-    ) -> Wal {
-        Wal {
-            file,
-            path,
-            len,
-            last_seq,
-            tail_dirty: false,
-            other,
-            other_path,
-            other_last_seq,
-            #[cfg(test)]
-            fail_appends: 0,
-            #[cfg(test)]
-            fail_syncs: 0,
-        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let (own, valid) = parse(&bytes);
+        refuse_hole(path, &bytes, valid, &own)?;
+        records.extend(own);
+        ignored += bytes.len() as u64 - valid;
+        Ok((
+            Wal {
+                file,
+                path: path.to_path_buf(),
+                len: valid,
+                stuck: false,
+                #[cfg(test)]
+                fail_appends: 0,
+            },
+            records,
+            ignored,
+        ))
     }
 
     /// The log's path.
@@ -224,16 +183,10 @@ impl Wal {
         match res {
             Ok(()) => {
                 self.len += bytes.len() as u64;
-                if let Some(r) = records.last() {
-                    self.last_seq = r.seq;
-                }
                 Ok(())
             }
-            // Cut whatever it left after the last good record (best effort: it
-            // may be whole records, which must not be read as following it).
-            // Kept in mind if that fails too: a rotation cuts it first.
             Err(e) => {
-                self.tail_dirty = self.file.set_len(self.len).is_err();
+                let _ = self.file.set_len(self.len);
                 Err(e)
             }
         }
@@ -246,96 +199,80 @@ impl Wal {
             self.fail_appends -= 1;
             return Err(std::io::Error::other("test: the disk is full"));
         }
-        #[cfg(test)]
-        if self.fail_syncs > 0 {
-            self.fail_syncs -= 1;
-            self.file.write_all_at(bytes, self.len)?;
-            return Err(std::io::Error::other("test: fdatasync failed"));
-        }
         self.file.write_all_at(bytes, self.len)?;
         self.file.sync_data()
     }
 
-    /// Empties both segments (after all their records are in the redb file).
+    /// Empties the log and removes a rotated one (after all their records are
+    /// in the redb file).
     pub fn reset(&mut self) -> std::io::Result<()> {
-        for f in [&self.file, &self.other] {
-            f.set_len(0)?;
-            f.sync_data()?;
-        }
+        self.file.set_len(0)?;
         self.len = 0;
-        self.last_seq = 0;
-        self.other_last_seq = 0;
-        Ok(())
+        self.file.flush()?;
+        self.file.sync_data()?;
+        Wal::remove_old(&self.path)
     }
 
-    /// Switches appends to the other segment, from its start, and returns the
-    /// path of the segment left (its records go to the redb file next).
-    /// `in_file_through`: the highest record number the redb file durably holds;
-    /// refused (nothing changes) while the other segment has a record above it,
-    /// since overwriting that record could lose a verdict already sent.
-    pub fn rotate(&mut self, in_file_through: u64) -> Result<PathBuf, RotateError> {
-        if self.other_last_seq > in_file_through {
-            return Err(RotateError::NotCheckpointed {
-                path: self.other_path.clone(),
-                last: self.other_last_seq,
-                in_file: in_file_through,
-            });
+    /// Moves the log aside to `<path>.old` (which must be gone: its records in the
+    /// redb file) and starts an empty one; returns the old file's path. Appends
+    /// after this go to the new file.
+    pub fn rotate(&mut self) -> std::io::Result<PathBuf> {
+        let old = old_path(&self.path);
+        match std::fs::symlink_metadata(&old) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Its records may not be in the redb file yet: never replace it.
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} is still waiting for its checkpoint", old.display()),
+                ))
+            }
+            Err(e) => return Err(e),
         }
-        if self.tail_dirty {
-            // The segment left must end at its last good record.
-            self.file
-                .set_len(self.len)
-                .and_then(|()| self.file.sync_data())
-                .map_err(|e| RotateError::Cut {
-                    path: self.path.clone(),
-                    error: e,
-                })?;
-            self.tail_dirty = false;
+        // Cut whatever a failed append left after the last good record: the
+        // rotated file must hold nothing but whole records.
+        self.file.set_len(self.len)?;
+        std::fs::rename(&self.path, &old)?;
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                // Back as it was: the log keeps its name and its appends.
+                if std::fs::rename(&old, &self.path).is_err() {
+                    self.stuck = true;
+                }
+                return Err(e);
+            }
+        };
+        // The rename and the new file must survive a power loss before a record
+        // in the new file is called durable. If that fails, appends stay in the
+        // old file (now at `<path>.old`, read at the next start) for good.
+        if let Err(e) = sync_dir(&self.path) {
+            self.stuck = true;
+            return Err(e);
         }
-        std::mem::swap(&mut self.file, &mut self.other);
-        std::mem::swap(&mut self.path, &mut self.other_path);
-        self.other_last_seq = self.last_seq;
-        self.last_seq = 0;
+        self.file = file;
         self.len = 0;
-        Ok(self.other_path.clone())
+        Ok(old)
     }
-}
 
-/// Why a rotation was refused (nothing changed; appends go on where they were).
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    /// The other segment still holds records the redb file does not.
-    #[error("{} holds records up to {last}, the journal file only up to {in_file}: it is not reused until they are in the file", path.display())]
-    NotCheckpointed {
-        /// The segment.
-        path: PathBuf,
-        /// Its highest record number.
-        last: u64,
-        /// The redb file's highest.
-        in_file: u64,
-    },
-    /// A failed append's leftovers could not be cut from the segment left.
-    #[error("cutting what a failed append left in {}: {error}", path.display())]
-    Cut {
-        /// The segment.
-        path: PathBuf,
-        /// The error.
-        error: std::io::Error,
-    },
-}
+    /// Whether a rotation failed halfway (the live log is at `<path>.old`).
+    pub fn is_stuck(&self) -> bool {
+        self.stuck
+    }
 
-/// Opens (or creates) one segment and reads it whole; whether it was created.
-fn open_segment(path: &Path) -> std::io::Result<(File, Vec<u8>, bool)> {
-    let existed = path.exists();
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok((file, bytes, !existed))
+    /// Deletes the rotated log of `path`, if any.
+    pub fn remove_old(path: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(old_path(path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Bytes `e` takes in a record.
@@ -389,7 +326,8 @@ fn put_bytes(p: &mut Vec<u8>, b: &[u8]) {
 /// not a torn tail, and the records after it were fsync'd and their verdicts
 /// sent. Dropping them (as a torn tail is) could give a replayed HTLC a new
 /// verdict, so the operator decides.
-fn refuse_hole(path: &Path, bytes: &[u8], valid: u64, last: u64) -> std::io::Result<()> {
+fn refuse_hole(path: &Path, bytes: &[u8], valid: u64, read: &[WalRecord]) -> std::io::Result<()> {
+    let last = read.last().map_or(0, |r| r.seq);
     let Some((at, seq)) = record_after(bytes, valid as usize, last) else {
         return Ok(());
     };
@@ -406,9 +344,7 @@ fn refuse_hole(path: &Path, bytes: &[u8], valid: u64, last: u64) -> std::io::Res
 /// numbered after `last` (a record's number comes first in its payload: cheap
 /// to check before its checksum).
 fn record_after(bytes: &[u8], from: usize, last: u64) -> Option<(usize, u64)> {
-    // From `from` itself: reading may have stopped at a whole record numbered out
-    // of sequence (lower: left from a reused segment's earlier use; higher: a gap).
-    (from..bytes.len().saturating_sub(8 + 8)).find_map(|at| {
+    (from + 1..bytes.len().saturating_sub(8 + 8)).find_map(|at| {
         let header = &bytes[at..at + 8];
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         if !(12..=MAX_PAYLOAD).contains(&len) {
@@ -443,13 +379,6 @@ pub fn parse(bytes: &[u8]) -> (Vec<WalRecord>, u64) {
         let Some(record) = decode_payload(payload) else {
             break;
         };
-        // A record from the segment's earlier use (numbered lower): the end.
-        if records
-            .last()
-            .is_some_and(|r: &WalRecord| r.seq.checked_add(1) != Some(record.seq))
-        {
-            break;
-        }
         records.push(record);
         at += 8 + len as usize;
     }
@@ -591,10 +520,10 @@ mod tests {
             assert_eq!(recs, vec![record(1)], "cut at {cut}");
             assert_eq!(ignored, (cut - first) as u64);
             // The next append goes right after the good record.
-            wal.append(&record(2)).unwrap();
+            wal.append(&record(7)).unwrap();
             drop(wal);
             let (_, recs, ignored) = Wal::open(&path).unwrap();
-            assert_eq!(recs, vec![record(1), record(2)], "cut at {cut}");
+            assert_eq!(recs, vec![record(1), record(7)], "cut at {cut}");
             assert_eq!(ignored, 0, "cut at {cut}");
         }
     }
@@ -660,148 +589,18 @@ mod tests {
             let (mut wal, _, _) = Wal::open(&path).unwrap();
             wal.append(&record(1)).unwrap();
             wal.append(&record(2)).unwrap();
-            let left = wal.rotate(0).unwrap();
-            assert_eq!(left, path);
+            let old = wal.rotate().unwrap();
+            assert_eq!(old, old_path(&path));
             wal.append(&record(3)).unwrap();
         }
-        // A crash before the checkpoint: both segments are read, in order.
+        // A crash before the checkpoint deleted the old file: both are read, old first.
         let (mut wal, recs, _) = Wal::open(&path).unwrap();
         assert_eq!(recs, vec![record(1), record(2), record(3)]);
         wal.reset().unwrap();
-        assert_eq!(std::fs::metadata(old_path(&path)).unwrap().len(), 0);
+        assert!(!old_path(&path).exists());
         drop(wal);
         let (_, recs, _) = Wal::open(&path).unwrap();
         assert!(recs.is_empty());
-        // A `.old` left by the rename scheme of earlier versions reads the same.
-        std::fs::write(
-            old_path(&path),
-            [encode(&record(1)), encode(&record(2))].concat(),
-        )
-        .unwrap();
-        std::fs::write(&path, encode(&record(3))).unwrap();
-        let (_, recs, _) = Wal::open(&path).unwrap();
-        assert_eq!(recs, vec![record(1), record(2), record(3)]);
-    }
-
-    #[test]
-    fn a_reused_segment_is_written_over_from_its_start_and_its_older_records_are_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.wal");
-        {
-            let (mut wal, _, _) = Wal::open(&path).unwrap();
-            wal.append(&record(1)).unwrap();
-            wal.append(&record(2)).unwrap();
-            wal.rotate(0).unwrap();
-            wal.append(&record(3)).unwrap();
-            wal.append(&record(4)).unwrap();
-            // Records 1 and 2 are in the journal file: `path` is reused.
-            assert_eq!(wal.rotate(2).unwrap(), old_path(&path));
-            // Exactly as long as record 1: record 2 stays intact behind it.
-            wal.append(&record(5)).unwrap();
-        }
-        let before = std::fs::metadata(&path).unwrap().len();
-        let (mut wal, recs, ignored) = Wal::open(&path).unwrap();
-        assert_eq!(recs, vec![record(3), record(4), record(5)]);
-        assert_eq!(ignored, encode(&record(2)).len() as u64);
-        // Appends go on after record 5, over record 2, without growing the file.
-        wal.append(&record(6)).unwrap();
-        drop(wal);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
-        let (_, recs, _) = Wal::open(&path).unwrap();
-        assert_eq!(recs, vec![record(3), record(4), record(5), record(6)]);
-    }
-
-    #[test]
-    fn records_of_a_failed_append_are_cut_and_never_read_after_a_shorter_retry() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.wal");
-        let (mut wal, _, _) = Wal::open(&path).unwrap();
-        wal.append(&record(1)).unwrap();
-        // Written, but the sync failed: records 2 and 3 were never acknowledged.
-        wal.fail_syncs = 1;
-        assert!(wal.append_all(&[record(2), record(3)]).is_err());
-        // The retry is one record 2, no longer than the first of the two.
-        wal.append(&record(2)).unwrap();
-        wal.rotate(0).unwrap();
-        drop(wal);
-        let (_, recs, _) = Wal::open(&path).unwrap();
-        assert_eq!(recs, vec![record(1), record(2)]);
-    }
-
-    #[test]
-    fn a_segment_whose_records_are_not_in_the_file_is_never_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.wal");
-        let (mut wal, _, _) = Wal::open(&path).unwrap();
-        wal.append(&record(1)).unwrap();
-        wal.rotate(0).unwrap();
-        wal.append(&record(2)).unwrap();
-        let Err(e) = wal.rotate(0) else {
-            panic!("reused a segment holding record 1");
-        };
-        assert!(
-            matches!(
-                e,
-                RotateError::NotCheckpointed {
-                    last: 1,
-                    in_file: 0,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
-        assert!(e.to_string().contains("j.wal"), "{e}");
-        // Nothing changed: appends go on where they were.
-        wal.append(&record(3)).unwrap();
-        drop(wal);
-        let (_, recs, _) = Wal::open(&path).unwrap();
-        assert_eq!(recs, vec![record(1), record(2), record(3)]);
-    }
-
-    #[test]
-    fn a_torn_first_record_in_a_reused_segment_is_a_torn_end_not_a_hole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.wal");
-        // Records 1-3 in `path`, 4 in `path.old`; records 1-3 are in the journal
-        // file, so the writer has switched back to `path` for record 5.
-        let build = || {
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(old_path(&path));
-            let (mut wal, _, _) = Wal::open(&path).unwrap();
-            for s in 1..=3 {
-                wal.append(&record(s)).unwrap();
-            }
-            wal.rotate(0).unwrap();
-            wal.append(&record(4)).unwrap();
-            assert_eq!(wal.rotate(3).unwrap(), old_path(&path));
-        };
-        let five = encode(&record(5));
-        // (Records 1 and 5 differ only in their first 40 bytes: a longer cut
-        // leaves a whole record 5.)
-        for cut in [3, 8, 12, 20] {
-            build();
-            // A crash while record 5 was being written over record 1: part of it.
-            let mut bytes = std::fs::read(&path).unwrap();
-            bytes[..cut].copy_from_slice(&five[..cut]);
-            std::fs::write(&path, &bytes).unwrap();
-            let (mut wal, recs, _) =
-                Wal::open(&path).unwrap_or_else(|e| panic!("cut at {cut}: refused to open: {e}"));
-            // What survives of records 1-3 (in the journal file already; skipped
-            // by its `wal_seq`) comes first, in order; record 4 is the newest.
-            let new = |recs: Vec<WalRecord>| {
-                assert!(
-                    recs.windows(2).all(|w| w[0].seq + 1 == w[1].seq),
-                    "cut at {cut}"
-                );
-                recs.into_iter().filter(|r| r.seq > 3).collect::<Vec<_>>()
-            };
-            assert_eq!(new(recs), vec![record(4)], "cut at {cut}");
-            // The next record goes after record 4, in its segment.
-            wal.append(&record(5)).unwrap();
-            drop(wal);
-            let (_, recs, _) = Wal::open(&path).unwrap();
-            assert_eq!(new(recs), vec![record(4), record(5)], "cut at {cut}");
-        }
     }
 
     #[test]
