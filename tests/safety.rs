@@ -45,6 +45,17 @@ async fn answer(
 }
 
 /// Key 1:7, as [`forward`]`(7, ..)` asks about it.
+/// Opens a stream on `gate` and offers it HTLC 7 (key 1:7); its answers arrive
+/// on the returned receiver.
+fn offer_7(
+    gate: &Arc<Gate>,
+) -> mpsc::UnboundedReceiver<htlcgate::lnd::proto::routerrpc::ForwardHtlcInterceptResponse> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let s = gate.open_stream(tx);
+    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    rx
+}
+
 const KEY_1_7: htlcgate::circuit::CircuitKey = htlcgate::circuit::CircuitKey {
     chan_id: 1,
     htlc_id: 7,
@@ -136,9 +147,7 @@ async fn a_journaled_settle_whose_preimage_does_not_fit_this_htlc_is_never_sent(
         Journal::open(&path, Retention::default()).unwrap(),
         None,
     );
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let s = gate.open_stream(tx);
-    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    let mut rx = offer_7(&gate);
     let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .unwrap()
@@ -152,9 +161,7 @@ async fn a_journaled_settle_whose_preimage_does_not_fit_this_htlc_is_never_sent(
     // LND replaying it on the next stream: the stale settle is refused again and
     // the HTLC decided again (the journal keeps the first entry per key; here the
     // chain decides the same way).
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let s = gate.open_stream(tx);
-    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    let mut rx = offer_7(&gate);
     assert_eq!(answer(&mut rx).await, ResolveHoldForwardAction::Resume);
 }
 
@@ -173,9 +180,7 @@ async fn a_journaled_verdict_of_another_htlc_under_the_same_key_is_replaced_by_t
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     {
         let gate = fixed_gate(&path, "fail");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let s = gate.open_stream(tx);
-        gate.on_request(s, forward(7, 1_000_000, 2_000));
+        let mut rx = offer_7(&gate);
         assert_eq!(
             answer(&mut rx).await,
             ResolveHoldForwardAction::Fail,
@@ -185,9 +190,7 @@ async fn a_journaled_verdict_of_another_htlc_under_the_same_key_is_replaced_by_t
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A restart with a chain that would resume: the replay gets the journaled fail.
     let gate = fixed_gate(&path, "resume");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let s = gate.open_stream(tx);
-    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    let mut rx = offer_7(&gate);
     assert_eq!(answer(&mut rx).await, ResolveHoldForwardAction::Fail);
 }
 
@@ -202,9 +205,7 @@ async fn an_on_chain_mark_made_by_this_process_outlives_a_stale_journal_entry() 
     journal_of_another_htlc(&path, Some([0xaa; 32]), Verdict::Resume, false).await;
     let gate = fixed_gate(&path, "resume");
     gate.mark_on_chain(&[KEY_1_7]);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let s = gate.open_stream(tx);
-    gate.on_request(s, forward(7, 1_000_000, 2_000));
+    let mut rx = offer_7(&gate);
     let got = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
     assert!(got.is_err(), "an HTLC held on-chain was answered: {got:?}");
 }
