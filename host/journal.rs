@@ -13,8 +13,9 @@
 //! sending only after its record is on disk. The same record carries the plugins'
 //! key-value writes ([`crate::kv`]), so the state a verdict depended on is durable
 //! before the verdict is sent. Every second (or 8,192 entries, or 16 MiB) the
-//! writer rotates the log and a checkpoint thread moves the rotated part into the
-//! redb file in one transaction, then deletes it, while appends go on (a redb
+//! writer rotates the log (appends go on in its other segment, see [`crate::wal`])
+//! and a checkpoint thread moves the segment left into the redb file in one
+//! transaction, while appends go on (a redb
 //! commit takes milliseconds; answers never wait for one, not even for its CPU:
 //! the checkpoint gives the CPU back every few dozen entries, see
 //! [`crate::pace`]). Verdicts not yet in the
@@ -33,7 +34,7 @@
 //! beyond `max_entries` (default 1,000,000, roughly 100 MB; oldest first) is pruned.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,7 +46,7 @@ use crate::circuit::CircuitKey;
 use crate::kv::{Flushed, KvOp, KvStore};
 use crate::pace::Pacer;
 use crate::verdict::{FailCode, Modification, Verdict};
-use crate::wal::{self, Reader, Wal, WalEntry, WalRecord};
+use crate::wal::{self, Reader, Recovered, Wal, WalEntry, WalRecord};
 
 /// Key -> encoded entry (format version, write time, auto-fail height, verdict).
 const VERDICTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("verdicts");
@@ -329,13 +330,17 @@ impl Journal {
         };
         let db = Database::create(path).map_err(|e| open_err(path, &e))?;
         let wal_path = wal::path_for(path);
-        let (wal, records, ignored) = Wal::open(&wal_path).map_err(|e| open_err(&wal_path, &e))?;
-        if ignored > 0 {
-            // Only a record torn by a crash while it was written: none of its
-            // verdicts was sent.
-            tracing::warn!(path = %wal_path.display(), bytes = ignored, "verdict journal: ignoring a torn record at the end of the write-ahead log (a crash while writing it; nothing in it was sent)");
+        let log = Wal::open(&wal_path).map_err(|e| open_err(&wal_path, &e))?;
+        // Only what a crash tore while it was written: that append never
+        // completed (its verdicts were sent only if it failed first; see
+        // `unwritten`).
+        if log.dropped > 0 {
+            tracing::warn!(path = %wal_path.display(), records = log.dropped, "verdict journal: dropping the whole records of a group commit a crash interrupted while it was written");
         }
-        Journal::start(db, Some((wal, records)), retention)
+        if log.ignored_legacy > 0 {
+            tracing::warn!(path = %wal_path.display(), bytes = log.ignored_legacy, "verdict journal: ignoring a torn record at the end of the write-ahead log (a crash while writing it; nothing in it was sent)");
+        }
+        Journal::start(db, Some(log), retention)
     }
 
     /// A journal that lives in memory only (tests and the demo).
@@ -348,7 +353,7 @@ impl Journal {
 
     fn start(
         db: Database,
-        wal: Option<(Wal, Vec<WalRecord>)>,
+        wal: Option<Recovered>,
         retention: Retention,
     ) -> Result<Journal, JournalError> {
         // Create the tables so that readers never see them missing.
@@ -359,10 +364,13 @@ impl Journal {
         txn.open_table(META)?;
         txn.commit()?;
         let (wal, next_seq) = match wal {
-            Some((mut wal, records)) => {
-                let next = recover(&db, wal.path(), &records)?;
-                wal.reset().map_err(|e| {
-                    JournalError::Db(format!("emptying {}: {e}", wal.path().display()))
+            Some(log) => {
+                let next = recover(&db, log.path(), &log.records, &log.floors)?;
+                let path = log.path().display().to_string();
+                // Every record read is in the file now: both segments are reused.
+                let wal = log.start(next).map_err(|e| JournalError::Open {
+                    path,
+                    reason: format!("starting the write-ahead log: {e}"),
                 })?;
                 (Some(wal), next)
             }
@@ -392,11 +400,14 @@ impl Journal {
             unsynced: unsynced.clone(),
             wal,
             next_seq,
+            // Everything recovered is in the file.
+            in_file_seq: next_seq - 1,
             verdicts: Vec::new(),
             kv_ops: Vec::new(),
             flushed: VecDeque::new(),
             checkpointer,
             busy: false,
+            refused: false,
             last_checkpoint: Instant::now(),
             retention,
             last_prune: Instant::now(),
@@ -681,17 +692,43 @@ impl Journal {
 
 /// Moves the log's records that the file does not have yet (sequence above its
 /// `wal_seq`) into the file, in one transaction. Returns the next sequence number.
-fn recover(db: &Database, wal_path: &Path, records: &[WalRecord]) -> Result<u64, JournalError> {
+fn recover(
+    db: &Database,
+    wal_path: &Path,
+    records: &[WalRecord],
+    floors: &[(std::path::PathBuf, u64)],
+) -> Result<u64, JournalError> {
     let txn = db.begin_write()?;
     let applied = txn
         .open_table(META)?
         .get("wal_seq")?
         .map_or(0, |v| v.value());
+    // A segment's use starts after records that were durable when it began: in
+    // the file, or in the log. If neither has them, a segment was lost or its end
+    // damaged (what looks like a torn end held verdicts that were sent).
+    let newest = records.iter().map(|r| r.seq).max().unwrap_or(0);
+    if let Some((path, first)) = floors.iter().find(|(_, f)| *f > applied.max(newest) + 1) {
+        return Err(JournalError::Open {
+            path: path.display().to_string(),
+            reason: format!(
+                "the write-ahead log is damaged or incomplete: this segment starts at record {first}, but the journal file holds records only up to {applied} and the log up to {newest}, so verdicts already sent may be lost; restore the log (both files) from a backup, or move both aside to start from what the journal file holds"
+            ),
+        });
+    }
     let fresh: Vec<&WalRecord> = records.iter().filter(|r| r.seq > applied).collect();
     // Records are numbered without gaps: a gap means a damaged log whose missing
     // records may hold verdicts that were sent. Never start over it silently.
     for (i, r) in fresh.iter().enumerate() {
         let want = applied + 1 + i as u64;
+        if r.seq < want {
+            return Err(JournalError::Open {
+                path: wal_path.display().to_string(),
+                reason: format!(
+                    "the write-ahead log is damaged: record {} appears twice, so one copy holds verdicts that were never sent; restore it (and its .old) from a backup, or move both aside to start from what the journal file holds",
+                    r.seq
+                ),
+            });
+        }
         if r.seq != want {
             return Err(JournalError::Open {
                 path: wal_path.display().to_string(),
@@ -704,7 +741,6 @@ fn recover(db: &Database, wal_path: &Path, records: &[WalRecord]) -> Result<u64,
     }
     let Some(last) = fresh.last().map(|r| r.seq) else {
         drop(txn);
-        let newest = records.iter().map(|r| r.seq).max().unwrap_or(0);
         return Ok(applied.max(newest) + 1);
     };
     let mut verdicts = Vec::new();
@@ -774,6 +810,9 @@ struct Writer {
     wal: Option<Wal>,
     /// The next record's sequence number.
     next_seq: u64,
+    /// The highest record number the redb file durably holds (a log segment is
+    /// reused only once its records are all at or below it).
+    in_file_seq: u64,
     /// Verdicts in the current log, not yet handed to a checkpoint.
     verdicts: Vec<VerdictWrite>,
     /// Plugin writes in the current log, in order, not yet handed to a checkpoint.
@@ -785,6 +824,9 @@ struct Writer {
     checkpointer: Option<Checkpointer>,
     /// A checkpoint is running.
     busy: bool,
+    /// The last rotation was refused: the next is tried on the timer only, not
+    /// at every commit of a full log.
+    refused: bool,
     last_checkpoint: Instant,
     /// Pruning bounds (the checkpoint thread prunes; an in-memory journal here).
     retention: Retention,
@@ -794,7 +836,7 @@ struct Writer {
     unwritten: Vec<VerdictWrite>,
 }
 
-/// The checkpoint thread: moves a rotated log into the redb file.
+/// The checkpoint thread: moves a log segment into the redb file.
 struct Checkpointer {
     jobs: mpsc::Sender<Checkpoint>,
     /// The highest record number of each finished checkpoint.
@@ -802,14 +844,12 @@ struct Checkpointer {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// One checkpoint: everything in the rotated log `old`.
+/// One checkpoint: everything in the log segment just left.
 struct Checkpoint {
     verdicts: Vec<VerdictWrite>,
     kv_ops: Vec<KvOp>,
-    /// The rotated log's highest record number.
+    /// The segment's highest record number.
     seq: u64,
-    /// The rotated log, deleted once its contents are in the file.
-    old: PathBuf,
 }
 
 impl Checkpointer {
@@ -861,11 +901,6 @@ impl Checkpointer {
                                 u.remove(&k);
                             }
                         }
-                    }
-                    if let Err(e) = std::fs::remove_file(&job.old) {
-                        // Harmless: its records are at or below the file's
-                        // `wal_seq` and are skipped when the journal is opened.
-                        tracing::warn!(path = %job.old.display(), "removing the checkpointed write-ahead log failed: {e}");
                     }
                     let _ = done_tx.send(job.seq);
                     if last_prune.elapsed() >= PRUNE_EVERY {
@@ -1115,14 +1150,15 @@ impl Writer {
             }
         }
         if gone && finished.is_empty() && self.busy {
-            // It panicked: its rotated log stays on disk (read at the next start;
-            // never replaced) and what it held stays in memory.
+            // It panicked: its log segment stays on disk (read at the next
+            // start; never reused) and what it held stays in memory.
             tracing::error!("the verdict journal's checkpoint thread is gone; the write-ahead log grows until htlcgate restarts");
             self.checkpointer = None;
             self.busy = false;
         }
         for seq in finished {
             self.busy = false;
+            self.in_file_seq = self.in_file_seq.max(seq);
             self.confirm(seq);
         }
     }
@@ -1154,7 +1190,7 @@ impl Writer {
                 .is_some_and(|w| w.len_bytes() >= CHECKPOINT_BYTES);
         if !self.busy
             && self.has_pending()
-            && (full || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY)
+            && ((full && !self.refused) || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY)
         {
             self.hand_off();
         }
@@ -1168,43 +1204,29 @@ impl Writer {
         let (Some(wal), Some(c)) = (&mut self.wal, &self.checkpointer) else {
             return;
         };
-        if wal.is_stuck() {
-            // Reported when it happened; the log grows until a restart.
+        self.refused = wal.rotate(self.in_file_seq).is_err_and(|e| {
+            // Appends stay in this segment, which keeps growing; nothing is
+            // overwritten. Tried again at the next checkpoint. (The other
+            // segment's checkpoint has finished: a rotation waits for it.)
+            tracing::error!(
+                "rotating the write-ahead log refused: {e}; retrying at the next checkpoint"
+            );
+            true
+        });
+        if self.refused {
             return;
         }
-        let mut rotated = wal.rotate();
-        if matches!(&rotated, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists)
-            && !wal.is_stuck()
-        {
-            // No checkpoint runs (`busy` is false) and the thread is alive, so the
-            // old file is one whose checkpoint finished but whose deletion failed:
-            // its records are in the redb file. Delete it and try again.
-            match Wal::remove_old(wal.path()) {
-                Ok(()) => rotated = wal.rotate(),
-                Err(e) => tracing::warn!("removing the checkpointed write-ahead log failed: {e}"),
-            }
-        }
-        let old = match rotated {
-            Ok(old) => old,
-            Err(e) => {
-                // The log stays as it is and keeps growing; tried again later.
-                tracing::error!(path = %wal.path().display(), "rotating the write-ahead log failed: {e}; retrying at the next checkpoint");
-                return;
-            }
-        };
         let job = Checkpoint {
             verdicts: std::mem::take(&mut self.verdicts),
             kv_ops: std::mem::take(&mut self.kv_ops),
             seq: self.next_seq - 1,
-            old,
         };
         match c.jobs.send(job) {
             Ok(()) => self.busy = true,
             Err(mpsc::SendError(job)) => {
-                // The checkpoint thread is gone (it panicked). The rotated log
-                // stays on disk (read at the next start) and its contents stay in
-                // memory. No rotation is tried again: one would find the rotated
-                // file, take it for a checkpointed one and delete it.
+                // The checkpoint thread is gone (it panicked). The segment left
+                // stays on disk (read at the next start; never reused: its records
+                // never reach the file) and its contents stay in memory.
                 tracing::error!("the verdict journal's checkpoint thread is gone; the write-ahead log grows until htlcgate restarts");
                 self.checkpointer = None;
                 self.verdicts.splice(0..0, job.verdicts);
@@ -1604,16 +1626,15 @@ mod tests {
         let log = wal::path_for(&path);
         j.record_then(k(5), &Verdict::Settle([4; 32]), 0, move |result| {
             let seen = reader.get(k(5)).unwrap();
-            let wal = std::fs::metadata(&log).map(|m| m.len());
+            let in_log = wal::read_file(&log).0.len();
             let thread = std::thread::current().name().map(String::from);
-            tx.send((result.is_ok(), seen, wal.unwrap_or(0), thread))
-                .unwrap();
+            tx.send((result.is_ok(), seen, in_log, thread)).unwrap();
         });
-        let (ok, seen, wal_len, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (ok, seen, in_log, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(ok);
         // Readable (a replay is answered with it) and in the log before the call.
         assert_eq!(seen, Some(Verdict::Settle([4; 32])));
-        assert!(wal_len > 0, "the log is empty when the callback runs");
+        assert_eq!(in_log, 1, "the log has no record when the callback runs");
         assert_eq!(thread.as_deref(), Some("htlcgate-journal"));
         assert!(rx.try_recv().is_err(), "called more than once");
     }
@@ -1643,15 +1664,15 @@ mod tests {
             j.record(k(h), &Verdict::Resume, 0).await.unwrap();
         }
         j.lose_checkpointer().await;
-        // Rotated into `.wal.old`, which the dead thread never takes.
+        // Rotated (appends go to `.wal.old`); the dead thread never takes `.wal`,
+        // and no rotation is tried again without a checkpoint thread.
         j.checkpoint_now().await;
         for h in 11..=20 {
             j.record(k(h), &Verdict::Settle([h as u8; 32]), 0)
                 .await
                 .unwrap();
         }
-        // The next checkpoints find `.wal.old` still there: it holds verdicts
-        // that are not in the file and must stay.
+        // `.wal` holds verdicts that are not in the file: never reused.
         j.checkpoint_now().await;
         j.checkpoint_now().await;
         j.clone().crash().await;
@@ -1744,8 +1765,12 @@ mod tests {
             ..limits()
         };
         // No checkpoint moves the log into the file before the crash (its size
-        // would start one at once); the rotated log stays on disk as it is.
+        // would start one at once), and nothing rotates after the commit (a
+        // rotation would mean the commit was synced: no longer a torn write).
+        // The one rotation tried without a checkpoint thread happens first.
+        j.record(k(0), &Verdict::Resume, 0).await.unwrap();
         j.lose_checkpointer().await;
+        j.checkpoint_now().await;
         let ns = j.kv().namespace("p").unwrap();
         // 20 MiB of state, then the verdict that depends on it: one commit.
         for i in 0..5u8 {
@@ -1756,10 +1781,11 @@ mod tests {
         drop((j, ns));
         std::thread::sleep(Duration::from_millis(50));
         // Tear the last record, as a crash during its write-back would.
-        let log = [wal::old_path(&wal::path_for(&path)), wal::path_for(&path)]
-            .into_iter()
-            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
-            .expect("the commit is in a log");
+        let log = wal::old_path(&wal::path_for(&path));
+        assert!(
+            !wal::read_file(&log).0.is_empty(),
+            "the commit is not in the log"
+        );
         let len = std::fs::metadata(&log).unwrap().len();
         let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
         file.set_len(len - 16).unwrap();
@@ -1770,13 +1796,14 @@ mod tests {
         let state: Vec<bool> = (0..5u8)
             .map(|i| ns.get(&[i], &big).unwrap().is_some())
             .collect();
-        if j.get(k(1)).unwrap().is_some() {
-            assert_eq!(
-                state,
-                vec![true; 5],
-                "a verdict without the state it depended on"
-            );
-        }
+        // One group commit, torn: none of it is read (the state is never read
+        // without the verdict, nor the verdict without the state it depended on).
+        assert_eq!(j.get(k(1)).unwrap(), None, "a torn group commit was read");
+        assert_eq!(
+            state,
+            vec![false; 5],
+            "part of a torn group commit was read"
+        );
     }
 
     /// A journal kept across a reset: its key now names another HTLC. A verdict
@@ -1904,7 +1931,7 @@ mod tests {
         ns.delete(b"gone", &limits()).unwrap();
         j.record(k(2), &Verdict::Resume, 0).await.unwrap();
         // Durable in the log only: the redb file has none of it yet.
-        assert!(std::fs::metadata(wal::path_for(&path)).unwrap().len() > 0);
+        assert_eq!(wal::read_file(&wal::path_for(&path)).0.len(), 2);
         assert_eq!(on_disk(&j, b"count"), None);
         drop(ns);
         j.crash().await;
@@ -1915,8 +1942,10 @@ mod tests {
         let ns = j.kv().namespace("p").unwrap();
         assert_eq!(ns.get(b"count", &limits()).unwrap(), Some(b"1".to_vec()));
         assert_eq!(ns.get(b"gone", &limits()).unwrap(), None);
-        // Moved into the file at open: the log is empty again.
-        assert_eq!(std::fs::metadata(wal::path_for(&path)).unwrap().len(), 0);
+        // Moved into the file at open: the log holds no record again.
+        let log = wal::path_for(&path);
+        assert!(wal::read_file(&log).0.is_empty());
+        assert!(wal::read_file(&wal::old_path(&log)).0.is_empty());
     }
 
     #[tokio::test]
@@ -1972,26 +2001,75 @@ mod tests {
             j.record(k(i), &Verdict::Resume, 0).await.unwrap();
         }
         j.crash().await;
-        // Damage the middle record: the third is intact but follows a gap.
+        // Damage the middle record: the third is intact and was written after it
+        // (a group of its own), so the damage is not a torn end.
         let wal_path = wal::path_for(&path);
         let mut bytes = std::fs::read(&wal_path).unwrap();
-        let (recs, _) = wal::parse(&bytes);
+        let (recs, starts) = wal::read_file(&wal_path);
         assert_eq!(recs.len(), 3);
-        let first = wal::encode(&recs[0]).len();
-        bytes[first + 12] ^= 0xff;
-        let (_, valid) = wal::parse(&bytes);
-        assert_eq!(valid as usize, first);
-        // Only a torn tail is forgiven; here the last record is whole but record 2
-        // is unreadable. Rewrite so that record 3 directly follows record 1.
-        let third = wal::encode(&recs[2]);
-        std::fs::write(&wal_path, [&bytes[..first], &third[..]].concat()).unwrap();
+        bytes[starts[1] + 40] ^= 0xff;
+        std::fs::write(&wal_path, &bytes).unwrap();
         let err = Journal::open(&path, Retention::default())
             .err()
             .expect("must refuse");
         let msg = err.to_string();
+        assert!(msg.contains("record 3"), "{msg}");
+        assert!(msg.contains("j.redb.wal"), "{msg}");
+        assert!(msg.contains("move it aside"), "{msg}");
+        // A log of an earlier version with a record missing, or one twice.
+        let legacy = |seqs: &[u64]| {
+            let b: Vec<u8> = seqs
+                .iter()
+                .flat_map(|&s| wal::encode_legacy(&verdict_record(s, k(s), &Verdict::Resume)))
+                .collect();
+            std::fs::write(&wal_path, b).unwrap();
+            std::fs::remove_file(wal::old_path(&wal_path)).unwrap_or(());
+            Journal::open(&path, Retention::default())
+                .err()
+                .expect("must refuse")
+                .to_string()
+        };
+        let msg = legacy(&[1, 3]);
         assert!(msg.contains("record 2 is missing"), "{msg}");
         assert!(msg.contains("j.redb.wal"), "{msg}");
         assert!(msg.contains("move both aside"), "{msg}");
+        let msg = legacy(&[1, 2, 2]);
+        assert!(msg.contains("record 2 appears twice"), "{msg}");
+        assert!(msg.contains("move both aside"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_segment_that_starts_after_records_neither_file_holds_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let wal_path = wal::path_for(&path);
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        for i in 1..=3 {
+            j.record(k(i), &Verdict::Resume, 0).await.unwrap();
+        }
+        // Rotated (appends go to `.wal.old`, from record 4), never checkpointed.
+        j.lose_checkpointer().await;
+        j.checkpoint_now().await;
+        j.crash().await;
+        // Record 3, synced and sent, damaged at the end of `.wal`: on its own
+        // it would read as a torn end.
+        let (recs, starts) = wal::read_file(&wal_path);
+        assert_eq!(recs.len(), 3);
+        let mut bytes = std::fs::read(&wal_path).unwrap();
+        bytes[starts[2] + 60] ^= 0xff;
+        std::fs::write(&wal_path, &bytes).unwrap();
+        let msg = Journal::open(&path, Retention::default())
+            .err()
+            .expect("must refuse")
+            .to_string();
+        for part in [
+            "j.redb.wal.old",
+            "starts at record 4",
+            "up to 2",
+            "move both aside",
+        ] {
+            assert!(msg.contains(part), "{part:?} not in: {msg}");
+        }
     }
 
     #[tokio::test]
@@ -2037,7 +2115,7 @@ mod tests {
         for (i, r) in recs.iter().enumerate() {
             assert_eq!(r.seq, 41 + i as u64);
             assert!(
-                wal::encode(r).len() <= RECORD_TARGET + 64,
+                wal::record_len(r) <= RECORD_TARGET + 64,
                 "record {i} too big"
             );
         }
@@ -2059,27 +2137,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_crash_during_a_checkpoint_recovers_both_logs_in_order() {
-        // The state a crash leaves after a rotation, before the checkpoint thread
-        // committed: records 1-2 in PATH.wal.old, record 3 in PATH.wal, none in redb.
+    async fn a_crash_during_a_checkpoint_of_an_earlier_version_recovers_both_logs_in_order() {
+        // The state a crash leaves after a rotation of versions before the log's
+        // segments, before the checkpoint thread committed: records 1-2 in
+        // PATH.wal.old, records 3-4 in PATH.wal, none in redb.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.redb");
         let wal_path = wal::path_for(&path);
         let settle = Verdict::Settle([5; 32]);
         let old = [
-            wal::encode(&verdict_record(1, k(1), &Verdict::Resume)),
-            wal::encode(&verdict_record(2, k(2), &settle)),
+            wal::encode_legacy(&verdict_record(1, k(1), &Verdict::Resume)),
+            wal::encode_legacy(&verdict_record(2, k(2), &settle)),
         ]
         .concat();
         std::fs::write(wal::old_path(&wal_path), old).unwrap();
         // Record 3 decides key 1 again: the first verdict (record 1) must win.
         let current = [
-            wal::encode(&verdict_record(
+            wal::encode_legacy(&verdict_record(
                 3,
                 k(1),
                 &Verdict::Fail(FailCode::InvalidOnionKey),
             )),
-            wal::encode(&verdict_record(4, k(3), &Verdict::Resume)),
+            wal::encode_legacy(&verdict_record(4, k(3), &Verdict::Resume)),
         ]
         .concat();
         std::fs::write(&wal_path, current).unwrap();
@@ -2087,7 +2166,9 @@ mod tests {
         assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
         assert_eq!(j.get(k(2)).unwrap(), Some(settle));
         assert_eq!(j.get(k(3)).unwrap(), Some(Verdict::Resume));
-        assert!(!wal::old_path(&wal_path).exists());
+        // Rewritten as the log's two segments, holding no record.
+        assert!(wal::read_file(&wal_path).0.is_empty());
+        assert!(wal::read_file(&wal::old_path(&wal_path)).0.is_empty());
         // The next record continues the numbering: a new verdict survives a crash.
         j.record(k(4), &Verdict::Resume, 0).await.unwrap();
         j.crash().await;
@@ -2096,8 +2177,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_checkpointed_old_log_left_behind_is_skipped() {
-        // A crash after the checkpoint committed but before PATH.wal.old was deleted.
+    async fn a_checkpointed_segment_is_skipped() {
+        // A crash after a checkpoint: the segment left holds records the redb
+        // file has (here saying otherwise about key 1, and of a key it never had).
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.redb");
         let wal_path = wal::path_for(&path);
@@ -2106,17 +2188,16 @@ mod tests {
         j.record(k(2), &Verdict::Resume, 0).await.unwrap();
         j.checkpoint_now().await;
         j.crash().await;
-        // The left-behind log says otherwise about key 1 (records already in redb).
-        let stale = [
-            wal::encode(&verdict_record(
-                1,
-                k(1),
-                &Verdict::Fail(FailCode::TemporaryChannelFailure),
-            )),
-            wal::encode(&verdict_record(2, k(9), &Verdict::Resume)),
-        ]
-        .concat();
-        std::fs::write(wal::old_path(&wal_path), stale).unwrap();
+        wal::write_segment(
+            &wal_path,
+            1,
+            1,
+            &[
+                verdict_record(1, k(1), &Verdict::Fail(FailCode::TemporaryChannelFailure)),
+                verdict_record(2, k(9), &Verdict::Resume),
+            ],
+        );
+        wal::write_segment(&wal::old_path(&wal_path), 2, 3, &[]);
         let j = Journal::open(&path, Retention::default()).unwrap();
         assert_eq!(j.get(k(1)).unwrap(), Some(Verdict::Resume));
         assert_eq!(
@@ -2124,7 +2205,11 @@ mod tests {
             None,
             "a record redb already had was applied"
         );
-        assert!(!wal::old_path(&wal_path).exists());
+        // The numbering goes on after them: a new verdict survives a crash.
+        j.record(k(3), &Verdict::Resume, 0).await.unwrap();
+        j.crash().await;
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(3)).unwrap(), Some(Verdict::Resume));
     }
 
     #[tokio::test]
