@@ -215,6 +215,20 @@ pub async fn run_with(
     if let Err(e) = journal.sync().await {
         tracing::error!("plugin state not saved at shutdown: {e}");
     }
+    // Everything into the journal file, so that the log holds nothing it lacks
+    // (what a downgrade needs; the next start has nothing to recover).
+    match tokio::time::timeout(Duration::from_secs(10), journal.checkpoint()).await {
+        Ok(Ok(true)) => tracing::info!(
+            "verdict journal: every record is in the journal file (a clean stop)"
+        ),
+        Ok(Ok(false)) => tracing::warn!(
+            "verdict journal: the write-ahead log still holds records the journal file lacks; the next start moves them in (keep both log files)"
+        ),
+        Ok(Err(e)) => tracing::warn!("verdict journal: final checkpoint: {e}"),
+        Err(_) => tracing::warn!(
+            "verdict journal: the final checkpoint took over 10 s; the next start finishes it (keep both log files)"
+        ),
+    }
     Ok(())
 }
 

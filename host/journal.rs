@@ -94,6 +94,15 @@ pub enum JournalError {
         /// redb's message.
         reason: String,
     },
+    /// The write-ahead log is damaged in a way that may have cost verdicts
+    /// already sent (not a torn end): the operator decides.
+    #[error("the verdict journal's write-ahead log {path} cannot be trusted: {reason}")]
+    Damaged {
+        /// The log file to look at first.
+        path: String,
+        /// What is wrong, and the ways out.
+        reason: String,
+    },
     /// A read or write failed.
     #[error("verdict journal: {0}")]
     Db(String),
@@ -202,9 +211,9 @@ impl Drop for Then {
 enum Msg {
     /// Make a verdict (and pending plugin state) durable.
     Write(Write),
-    /// Move the log into the redb file now (tests).
-    #[cfg(test)]
-    Checkpoint(oneshot::Sender<()>),
+    /// Move the log into the redb file now; answers whether the file then holds
+    /// every record.
+    Checkpoint(oneshot::Sender<bool>),
     /// Stop at once without a checkpoint, as a crash would (tests).
     #[cfg(test)]
     Crash(oneshot::Sender<()>),
@@ -330,7 +339,13 @@ impl Journal {
         };
         let db = Database::create(path).map_err(|e| open_err(path, &e))?;
         let wal_path = wal::path_for(path);
-        let log = Wal::open(&wal_path).map_err(|e| open_err(&wal_path, &e))?;
+        let log = Wal::open(&wal_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => JournalError::Damaged {
+                path: wal_path.display().to_string(),
+                reason: e.to_string(),
+            },
+            _ => open_err(&wal_path, &e),
+        })?;
         // Only what a crash tore while it was written: that append never
         // completed (its verdicts were sent only if it failed first; see
         // `unwritten`).
@@ -365,7 +380,7 @@ impl Journal {
         txn.commit()?;
         let (wal, next_seq) = match wal {
             Some(log) => {
-                let next = recover(&db, log.path(), &log.records, &log.floors)?;
+                let next = recover(&db, &log)?;
                 let path = log.path().display().to_string();
                 // Every record read is in the file now: both segments are reused.
                 let wal = log.start(next).map_err(|e| JournalError::Open {
@@ -407,7 +422,7 @@ impl Journal {
             flushed: VecDeque::new(),
             checkpointer,
             busy: false,
-            refused: false,
+            refused: 0,
             last_checkpoint: Instant::now(),
             retention,
             last_prune: Instant::now(),
@@ -544,7 +559,6 @@ impl Journal {
             }))
             .map_err(|mpsc::SendError(msg)| match msg {
                 Msg::Write(w) => w.done,
-                #[cfg(test)]
                 _ => unreachable!("only writes are sent here"),
             })
     }
@@ -643,12 +657,23 @@ impl Journal {
         Ok(out)
     }
 
+    /// Moves everything durable in the write-ahead log into the journal file now
+    /// and waits; `Ok(true)` once the file holds every record (the log's files
+    /// then hold nothing the file lacks), `Ok(false)` if it cannot now (the
+    /// checkpoint thread is gone, or the log cannot rotate: see the error log).
+    /// Waits as long as a failing checkpoint retries: bound it with a timeout.
+    pub async fn checkpoint(&self) -> Result<bool, JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(Msg::Checkpoint(tx))
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await.map_err(|_| JournalError::Stopped)
+    }
+
     /// Moves the write-ahead log into the file now.
     #[cfg(test)]
     async fn checkpoint_now(&self) {
-        let (tx, rx) = oneshot::channel();
-        self.writes.send(Msg::Checkpoint(tx)).unwrap();
-        rx.await.unwrap();
+        self.checkpoint().await.unwrap();
     }
 
     /// Stops the writer at once, without a checkpoint, as `kill -9` would; the
@@ -692,26 +717,40 @@ impl Journal {
 
 /// Moves the log's records that the file does not have yet (sequence above its
 /// `wal_seq`) into the file, in one transaction. Returns the next sequence number.
-fn recover(
-    db: &Database,
-    wal_path: &Path,
-    records: &[WalRecord],
-    floors: &[(std::path::PathBuf, u64)],
-) -> Result<u64, JournalError> {
+fn recover(db: &Database, log: &Recovered) -> Result<u64, JournalError> {
+    let (wal_path, records) = (log.path(), &log.records);
     let txn = db.begin_write()?;
     let applied = txn
         .open_table(META)?
         .get("wal_seq")?
         .map_or(0, |v| v.value());
+    if let Some(d) = log.damage.iter().find(|d| d.matters(applied)) {
+        return Err(JournalError::Damaged {
+            path: d.path().display().to_string(),
+            reason: d.to_string(),
+        });
+    }
     // A segment's use starts after records that were durable when it began: in
     // the file, or in the log. If neither has them, a segment was lost or its end
-    // damaged (what looks like a torn end held verdicts that were sent).
+    // damaged (what looks like a torn end held verdicts that were sent), or the
+    // journal file is not the one the log belongs to.
     let newest = records.iter().map(|r| r.seq).max().unwrap_or(0);
-    if let Some((path, first)) = floors.iter().find(|(_, f)| *f > applied.max(newest) + 1) {
-        return Err(JournalError::Open {
+    if let Some((path, first)) = log
+        .floors
+        .iter()
+        .find(|(_, f)| *f > applied.max(newest) + 1)
+    {
+        let other = log
+            .floors
+            .iter()
+            .map(|(p, _)| p)
+            .find(|p| *p != path)
+            .map_or_else(|| wal::old_path(wal_path), |p| p.clone());
+        return Err(JournalError::Damaged {
             path: path.display().to_string(),
             reason: format!(
-                "the write-ahead log is damaged or incomplete: this segment starts at record {first}, but the journal file holds records only up to {applied} and the log up to {newest}, so verdicts already sent may be lost; restore the log (both files) from a backup, or move both aside to start from what the journal file holds"
+                "it starts at record {first}, but the journal file holds records only up to {applied} and the log up to {newest}: {} was lost or damaged at its end, or the journal file was replaced, so verdicts already sent may be lost. Keep a copy of the journal and both log files; then restore them from a backup, or move both log files aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
+                other.display()
             ),
         });
     }
@@ -721,19 +760,19 @@ fn recover(
     for (i, r) in fresh.iter().enumerate() {
         let want = applied + 1 + i as u64;
         if r.seq < want {
-            return Err(JournalError::Open {
+            return Err(JournalError::Damaged {
                 path: wal_path.display().to_string(),
                 reason: format!(
-                    "the write-ahead log is damaged: record {} appears twice, so one copy holds verdicts that were never sent; restore it (and its .old) from a backup, or move both aside to start from what the journal file holds",
+                    "record {} appears twice, so which copy was sent cannot be told; keep a copy, then restore it (and its .old) from a backup, or move both aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
                     r.seq
                 ),
             });
         }
         if r.seq != want {
-            return Err(JournalError::Open {
+            return Err(JournalError::Damaged {
                 path: wal_path.display().to_string(),
                 reason: format!(
-                    "the write-ahead log is damaged: record {want} is missing (found {}), so verdicts already sent may be lost; restore it (and its .old) from a backup, or move both aside to start from what the journal file holds",
+                    "record {want} is missing (found {}), so verdicts already sent may be lost; keep a copy, then restore it (and its .old) from a backup, or move both aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
                     r.seq
                 ),
             });
@@ -824,9 +863,9 @@ struct Writer {
     checkpointer: Option<Checkpointer>,
     /// A checkpoint is running.
     busy: bool,
-    /// The last rotation was refused: the next is tried on the timer only, not
-    /// at every commit of a full log.
-    refused: bool,
+    /// Rotations refused in a row: the next is tried on the timer only, not at
+    /// every commit of a full log.
+    refused: u32,
     last_checkpoint: Instant,
     /// Pruning bounds (the checkpoint thread prunes; an in-memory journal here).
     retention: Retention,
@@ -923,10 +962,9 @@ impl Writer {
         loop {
             let first = match rx.recv_timeout(self.wait()) {
                 Ok(Msg::Write(w)) => w,
-                #[cfg(test)]
                 Ok(Msg::Checkpoint(done)) => {
                     self.checkpoint_and_wait();
-                    let _ = done.send(());
+                    let _ = done.send(!self.has_pending());
                     continue;
                 }
                 #[cfg(test)]
@@ -997,9 +1035,15 @@ impl Writer {
                 }
             };
             let mut batch = vec![first];
+            // A checkpoint asked for while writes queued: after their commit.
+            let mut checkpoint = None;
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(Msg::Write(w)) => batch.push(w),
+                    Ok(Msg::Checkpoint(done)) => {
+                        checkpoint = Some(done);
+                        break;
+                    }
                     #[cfg(test)]
                     Ok(_) => panic!("journal test messages are sent alone"),
                     Err(_) => break,
@@ -1015,6 +1059,10 @@ impl Writer {
             }
             for w in batch {
                 w.done.tell(result.clone());
+            }
+            if let Some(done) = checkpoint {
+                self.checkpoint_and_wait();
+                let _ = done.send(!self.has_pending());
             }
             self.maybe_checkpoint();
         }
@@ -1190,7 +1238,7 @@ impl Writer {
                 .is_some_and(|w| w.len_bytes() >= CHECKPOINT_BYTES);
         if !self.busy
             && self.has_pending()
-            && ((full && !self.refused) || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY)
+            && ((full && self.refused == 0) || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY)
         {
             self.hand_off();
         }
@@ -1204,16 +1252,23 @@ impl Writer {
         let (Some(wal), Some(c)) = (&mut self.wal, &self.checkpointer) else {
             return;
         };
-        self.refused = wal.rotate(self.in_file_seq).is_err_and(|e| {
-            // Appends stay in this segment, which keeps growing; nothing is
-            // overwritten. Tried again at the next checkpoint. (The other
-            // segment's checkpoint has finished: a rotation waits for it.)
-            tracing::error!(
-                "rotating the write-ahead log refused: {e}; retrying at the next checkpoint"
-            );
-            true
-        });
-        if self.refused {
+        let refused = self.refused;
+        self.refused = match wal.rotate(self.in_file_seq) {
+            Ok(_) => 0,
+            Err(e) => {
+                // Appends stay in this segment, which keeps growing; nothing is
+                // overwritten. Tried again at the next checkpoint. (The other
+                // segment's checkpoint has finished: a rotation waits for it.)
+                if refused.is_multiple_of(60) {
+                    tracing::error!(
+                        refused = refused + 1,
+                        "rotating the write-ahead log refused: {e}; retrying every second"
+                    );
+                }
+                refused.saturating_add(1)
+            }
+        };
+        if self.refused > 0 {
             return;
         }
         let job = Checkpoint {
@@ -1665,8 +1720,9 @@ mod tests {
         }
         j.lose_checkpointer().await;
         // Rotated (appends go to `.wal.old`); the dead thread never takes `.wal`,
-        // and no rotation is tried again without a checkpoint thread.
-        j.checkpoint_now().await;
+        // and no rotation is tried again without a checkpoint thread. The file
+        // does not hold everything, and says so (a clean stop's check).
+        assert!(!j.checkpoint().await.unwrap());
         for h in 11..=20 {
             j.record(k(h), &Verdict::Settle([h as u8; 32]), 0)
                 .await
@@ -1780,30 +1836,36 @@ mod tests {
         j.clone().crash().await;
         drop((j, ns));
         std::thread::sleep(Duration::from_millis(50));
-        // Tear the last record, as a crash during its write-back would.
+        // Tear the commit's first record (plugin state) and keep its last (the
+        // verdict) whole, as a crash during an in-place write-back may.
         let log = wal::old_path(&wal::path_for(&path));
-        assert!(
-            !wal::read_file(&log).0.is_empty(),
-            "the commit is not in the log"
-        );
-        let len = std::fs::metadata(&log).unwrap().len();
-        let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
-        file.set_len(len - 16).unwrap();
-        drop(file);
+        let (recs, _) = wal::read_file(&log);
+        assert!(recs.len() >= 2, "the commit is not several records");
+        let group = *wal::group_starts(&log).last().unwrap();
+        let (_, starts) = wal::read_file(&log);
+        let in_commit: Vec<Vec<u8>> = recs
+            .iter()
+            .zip(starts)
+            .filter(|(_, at)| *at >= group)
+            .flat_map(|(r, _)| r.entries.iter())
+            .filter_map(|e| match e {
+                WalEntry::Kv(op) => Some(op.key.clone()),
+                WalEntry::Verdict { .. } => None,
+            })
+            .collect();
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[group + 100] ^= 0xff;
+        std::fs::write(&log, &bytes).unwrap();
         let j = Journal::open(&path, Retention::default()).unwrap();
         let fresh = KvStore::on(j.db.clone()).unwrap();
         let ns = fresh.namespace("p").unwrap();
-        let state: Vec<bool> = (0..5u8)
-            .map(|i| ns.get(&[i], &big).unwrap().is_some())
-            .collect();
-        // One group commit, torn: none of it is read (the state is never read
-        // without the verdict, nor the verdict without the state it depended on).
+        // None of the torn commit is read: not its verdict, not the state in it
+        // (the writer may have committed some state on its own before, on its
+        // timer: that is not part of it).
         assert_eq!(j.get(k(1)).unwrap(), None, "a torn group commit was read");
-        assert_eq!(
-            state,
-            vec![false; 5],
-            "part of a torn group commit was read"
-        );
+        for key in in_commit {
+            assert_eq!(ns.get(&key, &big).unwrap(), None, "state {key:?} was read");
+        }
     }
 
     /// A journal kept across a reset: its key now names another HTLC. A verdict
@@ -2015,7 +2077,7 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("record 3"), "{msg}");
         assert!(msg.contains("j.redb.wal"), "{msg}");
-        assert!(msg.contains("move it aside"), "{msg}");
+        assert!(msg.contains("move both aside"), "{msg}");
         // A log of an earlier version with a record missing, or one twice.
         let legacy = |seqs: &[u64]| {
             let b: Vec<u8> = seqs
@@ -2043,32 +2105,91 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.redb");
         let wal_path = wal::path_for(&path);
+        Journal::open(&path, Retention::default())
+            .unwrap()
+            .crash()
+            .await;
+        // `.wal` holds records 1-2 and `.wal.old` was taken into use from record
+        // 4: record 3, synced and sent, was lost at the end of `.wal` (on its own
+        // that reads as a torn end).
+        let r = |s| verdict_record(s, k(s), &Verdict::Resume);
+        wal::write_segment(&wal_path, 1, 1, &[r(1), r(2)]);
+        wal::write_segment(&wal::old_path(&wal_path), 2, 4, &[]);
+        let err = Journal::open(&path, Retention::default())
+            .err()
+            .expect("must refuse");
+        assert!(matches!(err, JournalError::Damaged { .. }), "{err:?}");
+        let msg = err.to_string();
+        for part in [
+            "j.redb.wal.old cannot be trusted",
+            "starts at record 4",
+            "up to 0 and the log up to 2",
+            "j.redb.wal was lost or damaged",
+            "move both log files aside",
+            "decided again",
+        ] {
+            assert!(msg.contains(part), "{part:?} not in: {msg}");
+        }
+        // Record 3 there: it opens.
+        wal::write_segment(&wal_path, 1, 1, &[r(1), r(2), r(3)]);
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        assert_eq!(j.get(k(3)).unwrap(), Some(Verdict::Resume));
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_asked_for_among_queued_writes_follows_their_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for h in 0..500 {
+            let tx = tx.clone();
+            j.record_then(k(h), &Verdict::Resume, 0, move |r| {
+                tx.send(r.is_ok()).unwrap();
+            });
+        }
+        // Queued behind (some of) the writes: answered once they are in the file.
+        assert!(j.checkpoint().await.unwrap());
+        drop(tx);
+        assert_eq!(rx.iter().filter(|ok| *ok).count(), 500);
+        j.crash().await;
+        let wal_path = wal::path_for(&path);
+        for p in [wal_path.clone(), wal::old_path(&wal_path)] {
+            // What the log's files hold is in the journal file: a start skips it.
+            let (recs, _) = wal::read_file(&p);
+            let db = Database::create(&path).unwrap();
+            let applied = db
+                .begin_read()
+                .unwrap()
+                .open_table(META)
+                .unwrap()
+                .get("wal_seq")
+                .unwrap()
+                .map_or(0, |v| v.value());
+            assert!(recs.iter().all(|r| r.seq <= applied), "{}", p.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn damage_in_records_the_journal_file_holds_does_not_stop_a_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let wal_path = wal::path_for(&path);
         let j = Journal::open(&path, Retention::default()).unwrap();
         for i in 1..=3 {
             j.record(k(i), &Verdict::Resume, 0).await.unwrap();
         }
-        // Rotated (appends go to `.wal.old`, from record 4), never checkpointed.
-        j.lose_checkpointer().await;
-        j.checkpoint_now().await;
+        // In the file: `.wal` is the segment left, kept until it is reused.
+        assert!(j.checkpoint().await.unwrap());
         j.crash().await;
-        // Record 3, synced and sent, damaged at the end of `.wal`: on its own
-        // it would read as a torn end.
         let (recs, starts) = wal::read_file(&wal_path);
-        assert_eq!(recs.len(), 3);
+        assert_eq!(recs.len(), 3, "records 1-3 are not in one segment");
         let mut bytes = std::fs::read(&wal_path).unwrap();
-        bytes[starts[2] + 60] ^= 0xff;
+        bytes[starts[1] + 60] ^= 0xff;
         std::fs::write(&wal_path, &bytes).unwrap();
-        let msg = Journal::open(&path, Retention::default())
-            .err()
-            .expect("must refuse")
-            .to_string();
-        for part in [
-            "j.redb.wal.old",
-            "starts at record 4",
-            "up to 2",
-            "move both aside",
-        ] {
-            assert!(msg.contains(part), "{part:?} not in: {msg}");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        for i in 1..=3 {
+            assert_eq!(j.get(k(i)).unwrap(), Some(Verdict::Resume), "htlc {i}");
         }
     }
 
