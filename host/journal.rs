@@ -230,6 +230,14 @@ enum Msg {
     /// Fail the log's next appends (tests: a full or failing disk).
     #[cfg(test)]
     FailAppends(u32, oneshot::Sender<()>),
+    /// Wait until the receiver yields before taking the next message (tests:
+    /// queue messages behind it).
+    #[cfg(test)]
+    Hold(std::sync::mpsc::Receiver<()>),
+    /// Act as if the checkpoint thread died during its next job: the job is
+    /// taken, never finished (tests).
+    #[cfg(test)]
+    BreakCheckpointer(oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
@@ -693,6 +701,20 @@ impl Journal {
         rx.await.unwrap();
     }
 
+    /// Holds the writer until `until` yields.
+    #[cfg(test)]
+    fn hold(&self, until: std::sync::mpsc::Receiver<()>) {
+        self.writes.send(Msg::Hold(until)).unwrap();
+    }
+
+    /// Makes the checkpoint thread take its next job and never finish it.
+    #[cfg(test)]
+    async fn break_checkpointer(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(Msg::BreakCheckpointer(tx)).unwrap();
+        rx.await.unwrap();
+    }
+
     /// Makes the log's next `n` appends fail.
     #[cfg(test)]
     async fn fail_appends(&self, n: u32) {
@@ -963,8 +985,26 @@ impl Writer {
             let first = match rx.recv_timeout(self.wait()) {
                 Ok(Msg::Write(w)) => w,
                 Ok(Msg::Checkpoint(done)) => {
-                    self.checkpoint_and_wait();
-                    let _ = done.send(!self.has_pending());
+                    let _ = done.send(self.checkpoint_all());
+                    continue;
+                }
+                #[cfg(test)]
+                Ok(Msg::Hold(until)) => {
+                    let _ = until.recv();
+                    continue;
+                }
+                #[cfg(test)]
+                Ok(Msg::BreakCheckpointer(done)) => {
+                    if let Some(c) = &mut self.checkpointer {
+                        let (jobs, taken) = mpsc::channel();
+                        // Taken and kept, never finished.
+                        std::mem::forget(taken);
+                        let (gone, done_rx) = mpsc::channel();
+                        drop(gone);
+                        c.jobs = jobs;
+                        c.done = done_rx;
+                    }
+                    let _ = done.send(());
                     continue;
                 }
                 #[cfg(test)]
@@ -1061,8 +1101,7 @@ impl Writer {
                 w.done.tell(result.clone());
             }
             if let Some(done) = checkpoint {
-                self.checkpoint_and_wait();
-                let _ = done.send(!self.has_pending());
+                let _ = done.send(self.checkpoint_all());
             }
             self.maybe_checkpoint();
         }
@@ -1199,7 +1238,8 @@ impl Writer {
         }
         if gone && finished.is_empty() && self.busy {
             // It panicked: its log segment stays on disk (read at the next
-            // start; never reused) and what it held stays in memory.
+            // start; never reused), and the verdicts of the job it took stay
+            // readable (`unsynced`, never cleared for them).
             tracing::error!("the verdict journal's checkpoint thread is gone; the write-ahead log grows until htlcgate restarts");
             self.checkpointer = None;
             self.busy = false;
@@ -1288,6 +1328,20 @@ impl Writer {
                 self.kv_ops.splice(0..0, job.kv_ops);
             }
         }
+    }
+
+    /// Makes pending plugin state durable, moves everything into the file and
+    /// waits; whether the file now holds every record (it does not if the
+    /// checkpoint thread is gone, even with nothing pending: a job it took and
+    /// never finished is only in the log).
+    fn checkpoint_all(&mut self) -> bool {
+        if self.kv.has_dirty() || !self.unwritten.is_empty() {
+            if let Err(e) = self.make_durable(&[]) {
+                tracing::error!("journal commit of plugin state or kept verdicts failed: {e}");
+            }
+        }
+        self.checkpoint_and_wait();
+        self.in_file_seq + 1 == self.next_seq && self.unwritten.is_empty() && !self.kv.has_dirty()
     }
 
     /// Moves everything durable into the file and waits (shutdown, tests).
@@ -2141,6 +2195,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.redb");
         let j = Journal::open(&path, Retention::default()).unwrap();
+        let (release, held) = std::sync::mpsc::channel();
+        j.hold(held);
         let (tx, rx) = std::sync::mpsc::channel();
         for h in 0..500 {
             let tx = tx.clone();
@@ -2148,8 +2204,15 @@ mod tests {
                 tx.send(r.is_ok()).unwrap();
             });
         }
-        // Queued behind (some of) the writes: answered once they are in the file.
-        assert!(j.checkpoint().await.unwrap());
+        // Queued behind the writes (one batch takes them and meets it): answered
+        // once they are in the file.
+        let checkpoint = j.checkpoint();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            release.send(()).unwrap();
+        });
+        assert!(checkpoint.await.unwrap());
+        release.join().unwrap();
         drop(tx);
         assert_eq!(rx.iter().filter(|ok| *ok).count(), 500);
         j.crash().await;
@@ -2179,11 +2242,13 @@ mod tests {
         for i in 1..=3 {
             j.record(k(i), &Verdict::Resume, 0).await.unwrap();
         }
-        // In the file: `.wal` is the segment left, kept until it is reused.
         assert!(j.checkpoint().await.unwrap());
         j.crash().await;
-        let (recs, starts) = wal::read_file(&wal_path);
-        assert_eq!(recs.len(), 3, "records 1-3 are not in one segment");
+        // The segment left after that checkpoint, with its middle record damaged.
+        let r = |s| verdict_record(s, k(s), &Verdict::Resume);
+        wal::write_segment(&wal_path, 1, 1, &[r(1), r(2), r(3)]);
+        wal::write_segment(&wal::old_path(&wal_path), 2, 4, &[]);
+        let (_, starts) = wal::read_file(&wal_path);
         let mut bytes = std::fs::read(&wal_path).unwrap();
         bytes[starts[1] + 60] ^= 0xff;
         std::fs::write(&wal_path, &bytes).unwrap();
@@ -2191,6 +2256,30 @@ mod tests {
         for i in 1..=3 {
             assert_eq!(j.get(k(i)).unwrap(), Some(Verdict::Resume), "htlc {i}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_thread_lost_during_its_job_is_no_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        for i in 1..=3 {
+            j.record(k(i), &Verdict::Resume, 0).await.unwrap();
+        }
+        j.break_checkpointer().await;
+        // Its job taken and never finished: nothing pending in memory, but the
+        // file lacks the records.
+        assert!(!j.checkpoint().await.unwrap());
+        assert!(!j.checkpoint().await.unwrap());
+        for i in 1..=3 {
+            assert_eq!(j.get(k(i)).unwrap(), Some(Verdict::Resume), "htlc {i}");
+        }
+        j.crash().await;
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        for i in 1..=3 {
+            assert_eq!(j.get(k(i)).unwrap(), Some(Verdict::Resume), "htlc {i}");
+        }
+        assert!(j.checkpoint().await.unwrap());
     }
 
     #[tokio::test]

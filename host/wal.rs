@@ -55,6 +55,9 @@
 //! segment reads as a torn end, and the newest segment deleted or replaced by an
 //! empty file goes unnoticed (nothing else knows how many records it held).
 //!
+//! Segments of commit 224b97c (magic `HGWAL2`, records from byte 4096) are read
+//! as such and taken into use in this format at the next start.
+//!
 //! Logs of versions before the segments (no header, records `[len][crc][number]
 //! [count][entries]`, the rotated one at `<path>.old`) are read the old way and
 //! emptied at the first start. An older version cannot read this format and may
@@ -74,7 +77,10 @@ use crate::kv::KvOp;
 const MAX_PAYLOAD: u32 = 256 << 20;
 /// A segment's first bytes. The first four, read as a length by versions before
 /// the segments, are above [`MAX_PAYLOAD`]: they read no record here.
-const MAGIC: [u8; 8] = *b"\xffHGWAL2\n";
+const MAGIC: [u8; 8] = *b"\xffHGWAL3\n";
+/// The same format with records from byte 4096 (commit 224b97c only): read, then
+/// taken into use as [`MAGIC`].
+const MAGIC_4K: [u8; 8] = *b"\xffHGWAL2\n";
 /// Bytes of a segment's header.
 const HEADER: usize = 32;
 /// Where a segment's records start: the header has its own 64 KiB, so no
@@ -244,10 +250,20 @@ pub enum Damage {
         path: PathBuf,
         /// Where reading stopped.
         stopped_at: usize,
-        /// Where the later record is.
+        /// Where the first later record is.
         at: usize,
         /// Its number.
         seq: u64,
+        /// The highest number of the later records.
+        last: u64,
+    },
+    /// The header of `path` does not name the records after it (its magic, key
+    /// or first number is damaged); records up to `last` are readable without it.
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// The highest record number found.
+        last: u64,
     },
     /// Records `first..=last` are in both segments.
     Twice {
@@ -268,7 +284,7 @@ impl Damage {
     /// file already and the log is read as it is.
     pub fn matters(&self, applied: u64) -> bool {
         match self {
-            Damage::Hole { seq, .. } => *seq > applied,
+            Damage::Hole { last, .. } | Damage::Header { last, .. } => *last > applied,
             Damage::Twice { last, .. } => *last > applied,
         }
     }
@@ -276,7 +292,7 @@ impl Damage {
     /// The file to name first.
     pub fn path(&self) -> &Path {
         match self {
-            Damage::Hole { path, .. } => path,
+            Damage::Hole { path, .. } | Damage::Header { path, .. } => path,
             Damage::Twice { newer, .. } => newer,
         }
     }
@@ -290,9 +306,17 @@ impl std::fmt::Display for Damage {
                 stopped_at,
                 at,
                 seq,
+                ..
             } => write!(
                 f,
                 "{} is damaged: reading stops at byte {stopped_at}, and a whole record (record {seq}, at byte {at}) of a later write follows: not a torn end but a hole: the records in between were synced, and their verdicts may have been sent. Refusing to drop them. Keep a copy of the log's two files ({}, {}); then restore them from a backup, or move both aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
+                path.display(),
+                log_path(path).display(),
+                old_path(&log_path(path)).display(),
+            ),
+            Damage::Header { path, last } => write!(
+                f,
+                "the header of {} is damaged: records up to {last} follow it that it does not name, so which of them were sent cannot be told. Keep a copy of the log's two files ({}, {}); then restore them from a backup, or move both aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
                 path.display(),
                 log_path(path).display(),
                 old_path(&log_path(path)).display(),
@@ -349,8 +373,9 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 struct Scan {
     /// `None`: a log of an earlier version (or an empty file).
     at: Option<Use>,
-    /// The header does not name the records after it.
-    header_damaged: bool,
+    /// The header does not name the records after it: the highest record
+    /// number readable without it.
+    damaged_header: Option<u64>,
     records: Vec<WalRecord>,
     /// Where reading stopped.
     valid: usize,
@@ -370,25 +395,20 @@ impl Wal {
         }
         let s1 = scan(&b1);
         let s2 = scan(&b2);
-        for (s, p) in [(&s1, path), (&s2, second.as_path())] {
-            if s.header_damaged {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "the header of {} is damaged (records follow it that it does not name), so which of its records were sent cannot be told. Keep a copy of both {} and {}; then restore them from a backup, or move both aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
-                        p.display(),
-                        path.display(),
-                        second.display()
-                    ),
-                ));
-            }
-        }
         let last_of = |s: &Scan| s.records.last().map(|r| r.seq);
         let last = last_of(&s1).max(last_of(&s2)).unwrap_or(0);
         let mut damage: Vec<Damage> = [hole(path, &b1, &s1, last), hole(&second, &b2, &s2, last)]
             .into_iter()
             .flatten()
             .collect();
+        for (s, p) in [(&s1, path), (&s2, second.as_path())] {
+            if let Some(last) = s.damaged_header {
+                damage.push(Damage::Header {
+                    path: p.to_path_buf(),
+                    last,
+                });
+            }
+        }
         let ignored_legacy = [(&s1, &b1), (&s2, &b2)]
             .iter()
             .filter(|(s, _)| s.at.is_none())
@@ -400,8 +420,10 @@ impl Wal {
             .max()
             .unwrap_or(0);
         let dropped = s1.dropped + s2.dropped;
+        // (Not from a damaged header.)
         let floors = [(&s1, path), (&s2, second.as_path())]
             .iter()
+            .filter(|(s, _)| s.damaged_header.is_none())
             .filter_map(|(s, p)| {
                 s.at.filter(|a| a.first_seq > 0)
                     .map(|a| (p.to_path_buf(), a.first_seq))
@@ -676,28 +698,22 @@ fn open_file(path: &Path) -> std::io::Result<(File, Vec<u8>, bool)> {
 
 /// Reads one file: a segment, or a log of an earlier version.
 fn scan(bytes: &[u8]) -> Scan {
-    // A record of this format where the first one of a use goes, under its own
-    // key: its number and key.
-    let first_record = || {
-        let key = u64::from_le_bytes(
-            bytes
-                .get(DATA_START + 8..DATA_START + 16)?
-                .try_into()
-                .ok()?,
-        );
-        read_record(bytes, DATA_START, key).map(|(r, _, _)| (r.seq, key))
+    let data_start = match bytes.get(..8) {
+        Some(m) if m == MAGIC => DATA_START,
+        Some(m) if m == MAGIC_4K => 4096,
+        _ => {
+            let (records, valid) = parse_legacy(bytes);
+            return Scan {
+                at: None,
+                // Not a log of an earlier version: a segment whose magic is gone.
+                damaged_header: damaged_header(bytes, DATA_START, None)
+                    .or_else(|| damaged_header(bytes, 4096, None)),
+                records,
+                valid: valid as usize,
+                dropped: 0,
+            };
+        }
     };
-    if bytes.get(..8) != Some(&MAGIC[..]) {
-        let (records, valid) = parse_legacy(bytes);
-        return Scan {
-            at: None,
-            // Not a log of an earlier version: a segment whose magic is gone.
-            header_damaged: first_record().is_some(),
-            records,
-            valid: valid as usize,
-            dropped: 0,
-        };
-    }
     let Some(h) = bytes.get(..HEADER) else {
         // A header torn while the segment was taken into use: its records were
         // all in the redb file.
@@ -707,7 +723,7 @@ fn scan(bytes: &[u8]) -> Scan {
                 pass: 0,
                 first_seq: 0,
             }),
-            header_damaged: false,
+            damaged_header: None,
             records: Vec::new(),
             valid: bytes.len(),
             dropped: 0,
@@ -719,15 +735,39 @@ fn scan(bytes: &[u8]) -> Scan {
         pass: word(16),
         first_seq: word(24),
     };
+    let (records, valid, dropped) = parse_use(bytes, data_start, at.key, at.first_seq);
+    let damaged_header = if records.is_empty() && dropped == 0 {
+        damaged_header(bytes, data_start, Some(at))
+    } else {
+        None
+    };
+    Scan {
+        at: Some(at),
+        damaged_header,
+        records,
+        valid,
+        dropped,
+    }
+}
+
+/// The whole groups of records of the use keyed `key` whose first record is
+/// numbered `first_seq`, from byte `start`: the records, where the last whole
+/// group ends, and how many records of an unfinished group follow it.
+fn parse_use(
+    bytes: &[u8],
+    start: usize,
+    key: u64,
+    first_seq: u64,
+) -> (Vec<WalRecord>, usize, usize) {
     let mut records = Vec::new();
-    let mut pos = DATA_START;
+    let mut pos = start;
     // End and count of the last whole group.
-    let (mut valid, mut whole) = (DATA_START.min(bytes.len()), 0);
+    let (mut valid, mut whole) = (start.min(bytes.len()), 0);
     let mut group: Option<Group> = None;
-    while let Some((rec, g, size)) = read_record(bytes, pos, at.key) {
+    while let Some((rec, g, size)) = read_record(bytes, pos, key) {
         let want = records
             .last()
-            .map_or(at.first_seq, |r: &WalRecord| r.seq.wrapping_add(1));
+            .map_or(first_seq, |r: &WalRecord| r.seq.wrapping_add(1));
         let continues = match group {
             // Inside a group: the same group (and attempt), on.
             Some(prev) if rec.seq <= prev.1 => g == prev,
@@ -746,21 +786,26 @@ fn scan(bytes: &[u8]) -> Scan {
     }
     let dropped = records.len() - whole;
     records.truncate(whole);
-    // Nothing read, but a record where the use's first goes that is not of an
-    // earlier use (those are numbered below the use's first): the header's key or
-    // first number is damaged.
-    let header_damaged = records.is_empty()
-        && dropped == 0
-        && first_record().is_some_and(|(seq, key)| {
-            (key != at.key && seq >= at.first_seq) || (key == at.key && seq != at.first_seq)
-        });
-    Scan {
-        at: Some(at),
-        header_damaged,
-        records,
-        valid,
-        dropped,
+    (records, valid, dropped)
+}
+
+/// A file whose header (`at`; `None`: no magic) names no record, but whose first
+/// record place holds whole groups of a use the header does not name (not an
+/// earlier use's: those are numbered below the header's first): the header's
+/// magic, key or first number is damaged. The highest record number readable.
+fn damaged_header(bytes: &[u8], start: usize, at: Option<Use>) -> Option<u64> {
+    let key = u64::from_le_bytes(bytes.get(start + 8..start + 16)?.try_into().ok()?);
+    let (first, _, _) = read_record(bytes, start, key)?;
+    if let Some(at) = at {
+        let earlier_use = key != at.key && first.seq < at.first_seq;
+        if earlier_use || (key == at.key && first.seq == at.first_seq) {
+            return None;
+        }
     }
+    // Only whole groups count: a torn one (a crash while it was written) was
+    // never released as durable, and an earlier use's may be left after a start.
+    let (records, _, _) = parse_use(bytes, start, key, first.seq);
+    records.last().map(|r| r.seq)
 }
 
 /// A record's group commit: its first and last record numbers and the append's
@@ -813,25 +858,44 @@ fn head_crc(head: &[u8]) -> u32 {
 /// verdict, so the journal refuses if the file lacks those records. `last`: the
 /// highest record number read in either file (for logs of an earlier version).
 fn hole(path: &Path, bytes: &[u8], scan: &Scan, last: u64) -> Option<Damage> {
-    let (at, seq) = match scan.at {
+    // Every later record counts (the journal judges the damage by the highest).
+    let mut later = Vec::new();
+    let mut from = scan.valid;
+    match scan.at {
         Some(at) => {
             // The first record not read: the last read one's successor.
             let stopped = scan.records.last().map_or(at.first_seq, |r| r.seq + 1);
-            (scan.valid..bytes.len()).find_map(|pos| {
-                let (rec, (first, _, _), _) = read_record(bytes, pos, at.key)?;
-                // Its group started after the record where reading stopped: that
-                // one's group was synced (and sent) before this was written. In
-                // the same group, it is part of the torn end.
-                (first > stopped).then_some((pos, rec.seq))
-            })
+            let mut pos = from;
+            while pos < bytes.len() {
+                match read_record(bytes, pos, at.key) {
+                    // Its group started after the record where reading stopped:
+                    // that one's group was synced (and sent) before this was
+                    // written. In the same group, it is part of the torn end.
+                    Some((rec, (first, _, _), size)) => {
+                        if first > stopped {
+                            later.push((pos, rec.seq));
+                        }
+                        pos += size;
+                    }
+                    None => pos += 1,
+                }
+            }
         }
-        None => legacy_record_after(bytes, scan.valid + 1, last),
-    }?;
+        None => {
+            from += 1;
+            while let Some((at, seq)) = legacy_record_after(bytes, from, last) {
+                later.push((at, seq));
+                from = at + 1;
+            }
+        }
+    }
+    let &(at, seq) = later.first()?;
     Some(Damage::Hole {
         path: path.to_path_buf(),
         stopped_at: scan.valid,
         at,
         seq,
+        last: later.iter().map(|&(_, s)| s).max().unwrap_or(seq),
     })
 }
 
@@ -926,6 +990,23 @@ pub(crate) fn read_file(path: &Path) -> (Vec<WalRecord>, Vec<usize>) {
         pos += read_record(&bytes, pos, key).expect("a record").2;
     }
     (s.records, starts)
+}
+
+/// Writes a segment of the 4 KiB-start format by hand (tests).
+#[cfg(test)]
+pub(crate) fn write_segment_4k(path: &Path, first_seq: u64, records: &[WalRecord]) {
+    let at = Use {
+        key: 0x4b,
+        pass: 1,
+        first_seq,
+    };
+    let mut bytes = at.header().to_vec();
+    bytes[..8].copy_from_slice(&MAGIC_4K);
+    bytes.resize(4096, 0);
+    for (i, r) in records.iter().enumerate() {
+        bytes.extend(encode(r, at.key, (r.seq, r.seq, i as u64)));
+    }
+    std::fs::write(path, bytes).unwrap();
 }
 
 /// Where each group of a segment's records starts (tests).
@@ -1205,7 +1286,17 @@ mod tests {
         let [d] = &r.damage[..] else {
             panic!("{:?}", r.damage);
         };
-        assert!(matches!(d, Damage::Hole { seq: 3, .. }), "{d:?}");
+        assert!(
+            matches!(
+                d,
+                Damage::Hole {
+                    seq: 3,
+                    last: 3,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
         // It matters unless the journal file holds record 3 (and so 2).
         assert!(d.matters(2));
         assert!(!d.matters(3));
@@ -1460,7 +1551,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_segment_header_refuses_and_the_segment_is_left_as_it_is() {
+    fn a_damaged_segment_header_is_reported_and_the_segment_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.wal");
         let (mut wal, _) = reopen(&path);
@@ -1473,9 +1564,15 @@ mod tests {
             let mut bytes = good.clone();
             bytes[at] ^= 0x40;
             std::fs::write(&path, &bytes).unwrap();
-            let e = Wal::open(&path).err().unwrap_or_else(|| panic!("{what}"));
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{what}");
-            let msg = e.to_string();
+            let r = Wal::open(&path).unwrap();
+            let [d] = &r.damage[..] else {
+                panic!("{what}: {:?}", r.damage);
+            };
+            assert!(matches!(d, Damage::Header { last: 2, .. }), "{what}: {d:?}");
+            // It matters unless the journal file holds records 1-2.
+            assert!(d.matters(1) && !d.matters(2), "{what}");
+            assert!(r.floors.iter().all(|(p, _)| p != &path), "{what}");
+            let msg = d.to_string();
             for part in ["header of", "j.wal ", "j.wal.old", "move both aside"] {
                 assert!(msg.contains(part), "{what}: {part:?} not in: {msg}");
             }
@@ -1489,6 +1586,46 @@ mod tests {
         drop(wal);
         let r = Wal::open(&path).unwrap();
         assert!(r.records.is_empty() && r.damage.is_empty());
+    }
+
+    #[test]
+    fn a_torn_first_commit_left_at_a_start_is_no_damage_at_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.wal");
+        let (mut wal, _) = reopen(&path);
+        // A use's first commit, two records, torn (its second one cut).
+        wal.append_all(&recs(1..=2)).unwrap();
+        drop(wal);
+        let (_, starts) = read_file(&path);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..starts[1] + 10]).unwrap();
+        // Started again from record 1 (nothing was read): both segments are new
+        // uses numbered from 1, record 1 of the torn commit still in place.
+        let r = Wal::open(&path).unwrap();
+        assert!(r.records.is_empty() && r.damage.is_empty());
+        assert_eq!(r.dropped, 1);
+        drop(r.start(1).unwrap());
+        let r = Wal::open(&path).unwrap();
+        assert!(r.records.is_empty(), "{:?}", r.records);
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
+    }
+
+    #[test]
+    fn segments_of_the_4k_format_are_read_then_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.wal");
+        write_segment_4k(&path, 1, &recs(1..=2));
+        write_segment_4k(&old_path(&path), 3, &[]);
+        let r = Wal::open(&path).unwrap();
+        assert_eq!(r.records, recs(1..=2));
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
+        assert_eq!(r.floors.len(), 2);
+        let mut wal = r.start(3).unwrap();
+        wal.append(&record(3)).unwrap();
+        drop(wal);
+        let r = Wal::open(&path).unwrap();
+        assert_eq!(r.records, vec![record(3)]);
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
     }
 
     #[test]
