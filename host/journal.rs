@@ -995,14 +995,20 @@ impl Writer {
                 }
                 #[cfg(test)]
                 Ok(Msg::BreakCheckpointer(done)) => {
-                    if let Some(c) = &mut self.checkpointer {
-                        let (jobs, taken) = mpsc::channel();
-                        // Taken and kept, never finished.
-                        std::mem::forget(taken);
+                    // The real thread finishes what it has and lets go of the
+                    // file; a stand-in takes the next job and never finishes it.
+                    self.collect(true);
+                    if let Some(c) = self.checkpointer.take() {
+                        drop(c.jobs);
+                        let _ = c.thread.join();
+                        let (jobs, taken) = mpsc::channel::<Checkpoint>();
                         let (gone, done_rx) = mpsc::channel();
                         drop(gone);
-                        c.jobs = jobs;
-                        c.done = done_rx;
+                        self.checkpointer = Some(Checkpointer {
+                            jobs,
+                            done: done_rx,
+                            thread: std::thread::spawn(move || std::mem::forget(taken)),
+                        });
                     }
                     let _ = done.send(());
                     continue;
@@ -2206,13 +2212,10 @@ mod tests {
         }
         // Queued behind the writes (one batch takes them and meets it): answered
         // once they are in the file.
-        let checkpoint = j.checkpoint();
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            release.send(()).unwrap();
-        });
+        let (tx_done, checkpoint) = oneshot::channel();
+        j.writes.send(Msg::Checkpoint(tx_done)).unwrap();
+        release.send(()).unwrap();
         assert!(checkpoint.await.unwrap());
-        release.join().unwrap();
         drop(tx);
         assert_eq!(rx.iter().filter(|ok| *ok).count(), 500);
         j.crash().await;

@@ -55,8 +55,9 @@
 //! segment reads as a torn end, and the newest segment deleted or replaced by an
 //! empty file goes unnoticed (nothing else knows how many records it held).
 //!
-//! Segments of commit 224b97c (magic `HGWAL2`, records from byte 4096) are read
-//! as such and taken into use in this format at the next start.
+//! Segments of commits 224b97c and 56638cd (magic `HGWAL2`, records from byte
+//! 4096 or 64 KiB: where the use's key finds its first record) are read as such
+//! and taken into use in this format at the next start.
 //!
 //! Logs of versions before the segments (no header, records `[len][crc][number]
 //! [count][entries]`, the rotated one at `<path>.old`) are read the old way and
@@ -78,8 +79,8 @@ const MAX_PAYLOAD: u32 = 256 << 20;
 /// A segment's first bytes. The first four, read as a length by versions before
 /// the segments, are above [`MAX_PAYLOAD`]: they read no record here.
 const MAGIC: [u8; 8] = *b"\xffHGWAL3\n";
-/// The same format with records from byte 4096 (commit 224b97c only): read, then
-/// taken into use as [`MAGIC`].
+/// The same format with records from byte 4096 (commit 224b97c) or 64 KiB
+/// (56638cd): read, then taken into use as [`MAGIC`].
 const MAGIC_4K: [u8; 8] = *b"\xffHGWAL2\n";
 /// Bytes of a segment's header.
 const HEADER: usize = 32;
@@ -411,7 +412,7 @@ impl Wal {
         }
         let ignored_legacy = [(&s1, &b1), (&s2, &b2)]
             .iter()
-            .filter(|(s, _)| s.at.is_none())
+            .filter(|(s, _)| s.at.is_none() && s.damaged_header.is_none())
             .map(|(s, b)| (b.len() - s.valid) as u64)
             .sum();
         let pass = [&s1, &s2]
@@ -703,13 +704,23 @@ fn scan(bytes: &[u8]) -> Scan {
         Some(m) if m == MAGIC_4K => 4096,
         _ => {
             let (records, valid) = parse_legacy(bytes);
+            // Not a log of an earlier version (those start with a record): a
+            // segment whose magic is gone.
+            let damaged = if records.is_empty() {
+                damaged_header(bytes, DATA_START, None)
+                    .or_else(|| damaged_header(bytes, 4096, None))
+            } else {
+                None
+            };
             return Scan {
                 at: None,
-                // Not a log of an earlier version: a segment whose magic is gone.
-                damaged_header: damaged_header(bytes, DATA_START, None)
-                    .or_else(|| damaged_header(bytes, 4096, None)),
+                damaged_header: damaged,
                 records,
-                valid: valid as usize,
+                valid: if damaged.is_some() {
+                    bytes.len()
+                } else {
+                    valid as usize
+                },
                 dropped: 0,
             };
         }
@@ -735,6 +746,15 @@ fn scan(bytes: &[u8]) -> Scan {
         pass: word(16),
         first_seq: word(24),
     };
+    // `HGWAL2` was also written with records from 64 KiB (commit 56638cd): where
+    // the use's own first record is (its key is random: conclusive).
+    let data_start = if data_start == 4096
+        && read_record(bytes, DATA_START, at.key).is_some_and(|(r, _, _)| r.seq == at.first_seq)
+    {
+        DATA_START
+    } else {
+        data_start
+    };
     let (records, valid, dropped) = parse_use(bytes, data_start, at.key, at.first_seq);
     let damaged_header = if records.is_empty() && dropped == 0 {
         damaged_header(bytes, data_start, Some(at))
@@ -745,7 +765,12 @@ fn scan(bytes: &[u8]) -> Scan {
         at: Some(at),
         damaged_header,
         records,
-        valid,
+        // A damaged header: reported as such, not as a hole after it too.
+        valid: if damaged_header.is_some() {
+            bytes.len()
+        } else {
+            valid
+        },
         dropped,
     }
 }
@@ -1607,6 +1632,26 @@ mod tests {
         drop(r.start(1).unwrap());
         let r = Wal::open(&path).unwrap();
         assert!(r.records.is_empty(), "{:?}", r.records);
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
+    }
+
+    #[test]
+    fn segments_of_56638cd_with_the_same_magic_but_records_at_64k_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.wal");
+        for p in [path.clone(), old_path(&path)] {
+            let (first, records) = if p == path {
+                (1, recs(1..=3))
+            } else {
+                (4, recs(4..=5))
+            };
+            write_segment(&p, 1, first, &records);
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes[..8].copy_from_slice(&MAGIC_4K);
+            std::fs::write(&p, bytes).unwrap();
+        }
+        let r = Wal::open(&path).unwrap();
+        assert_eq!(r.records, recs(1..=5));
         assert!(r.damage.is_empty(), "{:?}", r.damage);
     }
 
