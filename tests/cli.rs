@@ -121,8 +121,13 @@ fn bad_configurations_are_refused_with_the_key_and_the_fix() {
 }
 
 /// Starts `htlcgate run` against `mock` with the config `[lnd]` to it plus
-/// `plugins` (TOML), written in `dir`.
+/// `plugins` (TOML), written in `dir`; its log (stdout) is dropped.
 fn spawn_run(mock: &MockLnd, dir: &Path, plugins: &str) -> tokio::process::Child {
+    run_command(mock, dir, plugins).spawn().unwrap()
+}
+
+/// The command of [`spawn_run`].
+fn run_command(mock: &MockLnd, dir: &Path, plugins: &str) -> tokio::process::Command {
     let cfg = dir.join("htlcgate.toml");
     std::fs::write(
         &cfg,
@@ -134,13 +139,13 @@ fn spawn_run(mock: &MockLnd, dir: &Path, plugins: &str) -> tokio::process::Child
         ),
     )
     .unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_htlcgate"))
-        .arg("--config")
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_htlcgate"));
+    c.arg("--config")
         .arg(&cfg)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    c
 }
 
 /// Sends SIGTERM to `child`.
@@ -160,14 +165,26 @@ async fn run_decides_htlcs_from_lnd_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     let plugin = common::plugins_dir().join("fee-floor.wasm");
-    let mut child = spawn_run(
+    let mut child = run_command(
         &mock,
         dir.path(),
         &format!(
             "[[plugin]]\nname = \"fee-floor\"\npath = \"{}\"\n[plugin.config]\nbase_msat = 1000\n",
             plugin.display()
         ),
-    );
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Its log, read as it comes (a full pipe would stop it).
+    let mut out = child.stdout.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut out, &mut text)
+            .await
+            .unwrap();
+        text
+    });
     mock.wait_connected(Duration::from_secs(20)).await.unwrap();
     mock.send_htlc(forward(1, 100_000, 2_000));
     mock.send_htlc(forward(2, 100_000, 10));
@@ -189,6 +206,12 @@ async fn run_decides_htlcs_from_lnd_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(mock.violations().is_empty());
+    // The journal's log moved into its file: what a downgrade's steps wait for.
+    let log = log.await.unwrap();
+    assert!(
+        log.contains("every record is in the journal file (a clean stop)"),
+        "{log}"
+    );
 }
 
 /// After SIGTERM, htlcgate stops taking HTLCs but still answers those it is
