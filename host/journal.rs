@@ -752,6 +752,11 @@ fn recover(db: &Database, log: &Recovered) -> Result<u64, JournalError> {
             reason: d.to_string(),
         });
     }
+    for d in &log.damage {
+        // The journal file holds every record it could have cost: read on, but
+        // say that the disk damaged a file.
+        tracing::warn!(path = %d.path().display(), "verdict journal: damage in the write-ahead log, in records the journal file already holds (nothing is lost; check the disk): {d}");
+    }
     // A segment's use starts after records that were durable when it began: in
     // the file, or in the log. If neither has them, a segment was lost or its end
     // damaged (what looks like a torn end held verdicts that were sent), or the
@@ -771,7 +776,7 @@ fn recover(db: &Database, log: &Recovered) -> Result<u64, JournalError> {
         return Err(JournalError::Damaged {
             path: path.display().to_string(),
             reason: format!(
-                "it starts at record {first}, but the journal file holds records only up to {applied} and the log up to {newest}: {} was lost or damaged at its end, or the journal file was replaced, so verdicts already sent may be lost. Keep a copy of the journal and both log files; then restore them from a backup, or move both log files aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
+                "it starts at record {first}, but the journal file holds records only up to {applied} and the log up to {newest}: {} was lost or damaged at its end, the header of this file is damaged, or the journal file was replaced, so verdicts already sent may be lost. Keep a copy of the journal and both log files; then restore them from a backup, or move both log files aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
                 other.display()
             ),
         });

@@ -217,8 +217,8 @@ pub struct Wal {
 /// The log as found at open: its records, before the log takes appends
 /// ([`Recovered::start`], once the records are in the redb file).
 pub struct Recovered {
-    /// Each file, its path, its length and whether it is a log of an earlier
-    /// version (emptied at the start).
+    /// Each file, its path, its length and whether it is of an earlier format
+    /// (emptied at the start).
     files: [(File, PathBuf, u64, bool); 2],
     /// The highest `pass` found.
     pass: u64,
@@ -430,7 +430,10 @@ impl Wal {
                     .map(|a| (p.to_path_buf(), a.first_seq))
             })
             .collect();
-        let legacy = (s1.at.is_none(), s2.at.is_none());
+        // Emptied at the start: logs of an earlier version, and `HGWAL2` segments
+        // (their bytes at 4 or 64 KiB must not be found again under the new format).
+        let old_format = |s: &Scan, b: &[u8]| s.at.is_none() || b.get(..8) == Some(&MAGIC_4K[..]);
+        let legacy = (old_format(&s1, &b1), old_format(&s2, &b2));
         // The older segment's records first (a log of an earlier version: its
         // rotated file, `<path>.old`, holds the older ones).
         let first_of = |s: &Scan| s.records.first().map_or(u64::MAX, |r| r.seq);
@@ -707,8 +710,7 @@ fn scan(bytes: &[u8]) -> Scan {
             // Not a log of an earlier version (those start with a record): a
             // segment whose magic is gone.
             let damaged = if records.is_empty() {
-                damaged_header(bytes, DATA_START, None)
-                    .or_else(|| damaged_header(bytes, 4096, None))
+                damaged_header(bytes, DATA_START, None).max(damaged_header(bytes, 4096, None))
             } else {
                 None
             };
@@ -757,7 +759,14 @@ fn scan(bytes: &[u8]) -> Scan {
     };
     let (records, valid, dropped) = parse_use(bytes, data_start, at.key, at.first_seq);
     let damaged_header = if records.is_empty() && dropped == 0 {
-        damaged_header(bytes, data_start, Some(at))
+        let here = damaged_header(bytes, data_start, Some(at));
+        if bytes.get(..8) == Some(&MAGIC_4K[..]) {
+            // Either place: a damaged key finds neither (the probe above).
+            here.max(damaged_header(bytes, DATA_START, Some(at)))
+                .max(damaged_header(bytes, 4096, Some(at)))
+        } else {
+            here
+        }
     } else {
         None
     };
@@ -1653,6 +1662,18 @@ mod tests {
         let r = Wal::open(&path).unwrap();
         assert_eq!(r.records, recs(1..=5));
         assert!(r.damage.is_empty(), "{:?}", r.damage);
+        drop(r);
+        // Its header's key damaged: the probe finds nothing at 64 KiB, and the
+        // damage is still found there.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[9] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let r = Wal::open(&path).unwrap();
+        assert!(
+            matches!(r.damage[..], [Damage::Header { last: 3, .. }]),
+            "{:?}",
+            r.damage
+        );
     }
 
     #[test]
@@ -1668,6 +1689,9 @@ mod tests {
         let mut wal = r.start(3).unwrap();
         wal.append(&record(3)).unwrap();
         drop(wal);
+        // Emptied at the start: none of its old bytes is left at 4 KiB.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[HEADER..DATA_START].iter().all(|b| *b == 0));
         let r = Wal::open(&path).unwrap();
         assert_eq!(r.records, vec![record(3)]);
         assert!(r.damage.is_empty(), "{:?}", r.damage);
