@@ -1063,13 +1063,7 @@ impl Writer {
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.kv.has_dirty() || !self.unwritten.is_empty() {
-                        if let Err(e) = self.make_durable(&[]) {
-                            tracing::error!(
-                                "journal commit of plugin state or kept verdicts failed: {e}; retrying with the next commit"
-                            );
-                        }
-                    }
+                    self.flush_pending();
                     self.maybe_checkpoint();
                     continue;
                 }
@@ -1341,16 +1335,24 @@ impl Writer {
         }
     }
 
+    /// Commits plugin state written outside a decision and verdicts whose commit
+    /// failed, if any.
+    fn flush_pending(&mut self) {
+        if self.kv.has_dirty() || !self.unwritten.is_empty() {
+            if let Err(e) = self.make_durable(&[]) {
+                tracing::error!(
+                    "journal commit of plugin state or kept verdicts failed: {e}; retrying with the next commit"
+                );
+            }
+        }
+    }
+
     /// Makes pending plugin state durable, moves everything into the file and
     /// waits; whether the file now holds every record (it does not if the
     /// checkpoint thread is gone, even with nothing pending: a job it took and
     /// never finished is only in the log).
     fn checkpoint_all(&mut self) -> bool {
-        if self.kv.has_dirty() || !self.unwritten.is_empty() {
-            if let Err(e) = self.make_durable(&[]) {
-                tracing::error!("journal commit of plugin state or kept verdicts failed: {e}");
-            }
-        }
+        self.flush_pending();
         self.checkpoint_and_wait();
         self.in_file_seq + 1 == self.next_seq && self.unwritten.is_empty() && !self.kv.has_dirty()
     }

@@ -310,17 +310,15 @@ impl std::fmt::Display for Damage {
                 ..
             } => write!(
                 f,
-                "{} is damaged: reading stops at byte {stopped_at}, and a whole record (record {seq}, at byte {at}) of a later write follows: not a torn end but a hole: the records in between were synced, and their verdicts may have been sent. Refusing to drop them. Keep a copy of the log's two files ({}, {}); then restore them from a backup, or move both aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
+                "{} is damaged: reading stops at byte {stopped_at}, and a whole record (record {seq}, at byte {at}) of a later write follows: not a torn end but a hole: the records in between were synced, and their verdicts may have been sent. Refusing to drop them. {}",
                 path.display(),
-                log_path(path).display(),
-                old_path(&log_path(path)).display(),
+                WayOut(path),
             ),
             Damage::Header { path, last } => write!(
                 f,
-                "the header of {} is damaged: records up to {last} follow it that it does not name, so which of them were sent cannot be told. Keep a copy of the log's two files ({}, {}); then restore them from a backup, or move both aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
+                "the header of {} is damaged: records up to {last} follow it that it does not name, so which of them were sent cannot be told. {}",
                 path.display(),
-                log_path(path).display(),
-                old_path(&log_path(path)).display(),
+                WayOut(path),
             ),
             Damage::Twice {
                 older,
@@ -334,6 +332,22 @@ impl std::fmt::Display for Damage {
                 newer.display(),
             ),
         }
+    }
+}
+
+/// What an operator can do about damage in the log `file` belongs to, and what it
+/// costs.
+struct WayOut<'a>(&'a Path);
+
+impl std::fmt::Display for WayOut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let log = log_path(self.0);
+        write!(
+            f,
+            "Keep a copy of the log's two files ({}, {}); then restore them from a backup, or move both aside to start from what the journal file holds (HTLCs they hold verdicts for are decided again if LND replays them)",
+            log.display(),
+            old_path(&log).display()
+        )
     }
 }
 
@@ -398,38 +412,30 @@ impl Wal {
         let s2 = scan(&b2);
         let last_of = |s: &Scan| s.records.last().map(|r| r.seq);
         let last = last_of(&s1).max(last_of(&s2)).unwrap_or(0);
-        let mut damage: Vec<Damage> = [hole(path, &b1, &s1, last), hole(&second, &b2, &s2, last)]
-            .into_iter()
-            .flatten()
-            .collect();
-        for (s, p) in [(&s1, path), (&s2, second.as_path())] {
-            if let Some(last) = s.damaged_header {
-                damage.push(Damage::Header {
+        let mut damage = Vec::new();
+        let mut ignored_legacy = 0;
+        let mut floors = Vec::new();
+        for (p, b, s) in [(path, &b1, &s1), (second.as_path(), &b2, &s2)] {
+            damage.extend(hole(p, b, s, last));
+            match (s.damaged_header, s.at) {
+                (Some(last), _) => damage.push(Damage::Header {
                     path: p.to_path_buf(),
                     last,
-                });
+                }),
+                (None, None) => ignored_legacy += (b.len() - s.valid) as u64,
+                // (A torn header: first number 0, no floor.)
+                (None, Some(at)) if at.first_seq > 0 => {
+                    floors.push((p.to_path_buf(), at.first_seq))
+                }
+                (None, Some(_)) => {}
             }
         }
-        let ignored_legacy = [(&s1, &b1), (&s2, &b2)]
-            .iter()
-            .filter(|(s, _)| s.at.is_none() && s.damaged_header.is_none())
-            .map(|(s, b)| (b.len() - s.valid) as u64)
-            .sum();
         let pass = [&s1, &s2]
             .iter()
             .filter_map(|s| s.at.map(|a| a.pass))
             .max()
             .unwrap_or(0);
         let dropped = s1.dropped + s2.dropped;
-        // (Not from a damaged header.)
-        let floors = [(&s1, path), (&s2, second.as_path())]
-            .iter()
-            .filter(|(s, _)| s.damaged_header.is_none())
-            .filter_map(|(s, p)| {
-                s.at.filter(|a| a.first_seq > 0)
-                    .map(|a| (p.to_path_buf(), a.first_seq))
-            })
-            .collect();
         // Emptied at the start: logs of an earlier version, and `HGWAL2` segments
         // (their bytes at 4 or 64 KiB must not be found again under the new format).
         let old_format = |s: &Scan, b: &[u8]| s.at.is_none() || b.get(..8) == Some(&MAGIC_4K[..]);
@@ -512,20 +518,25 @@ impl Wal {
         }
         let attempt = self.attempt;
         self.attempt += 1;
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(records.iter().map(record_len).sum());
         for r in records {
-            let b = encode(r, self.cur.at.key, (first.seq, last.seq, attempt));
-            if b.len() - RECORD_HEAD > MAX_PAYLOAD as usize {
+            let at = bytes.len();
+            encode_into(
+                &mut bytes,
+                r,
+                self.cur.at.key,
+                (first.seq, last.seq, attempt),
+            );
+            if bytes.len() - at - RECORD_HEAD > MAX_PAYLOAD as usize {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     format!(
                         "log record {} of {} bytes is above the {MAX_PAYLOAD}-byte limit",
                         r.seq,
-                        b.len()
+                        bytes.len() - at
                     ),
                 ));
             }
-            bytes.extend_from_slice(&b);
         }
         match self.write_at_end(&bytes) {
             Ok(()) => {
@@ -949,24 +960,32 @@ pub fn record_len(record: &WalRecord) -> usize {
 }
 
 /// Encodes `record` for a use keyed `key`, in `group`.
+#[cfg(test)]
 fn encode(record: &WalRecord, key: u64, group: Group) -> Vec<u8> {
-    let (first, last, attempt) = group;
     let mut out = Vec::with_capacity(record_len(record));
+    encode_into(&mut out, record, key, group);
+    out
+}
+
+/// Appends `record`, encoded for a use keyed `key` in `group`, to `out`.
+fn encode_into(out: &mut Vec<u8>, record: &WalRecord, key: u64, group: Group) {
+    let (first, last, attempt) = group;
+    let start = out.len();
     out.extend_from_slice(&[0; RECORD_HEAD]);
     out.extend_from_slice(&(record.entries.len() as u32).to_le_bytes());
-    encode_entries(&mut out, &record.entries);
-    let len = (out.len() - RECORD_HEAD) as u32;
-    let pcrc = crc32fast::hash(&out[RECORD_HEAD..]);
-    out[0..4].copy_from_slice(&len.to_le_bytes());
-    out[8..16].copy_from_slice(&key.to_le_bytes());
-    out[16..24].copy_from_slice(&record.seq.to_le_bytes());
-    out[24..32].copy_from_slice(&first.to_le_bytes());
-    out[32..40].copy_from_slice(&last.to_le_bytes());
-    out[40..48].copy_from_slice(&attempt.to_le_bytes());
-    out[48..52].copy_from_slice(&pcrc.to_le_bytes());
-    let hcrc = head_crc(&out[..RECORD_HEAD]);
-    out[4..8].copy_from_slice(&hcrc.to_le_bytes());
-    out
+    encode_entries(out, &record.entries);
+    let rec = &mut out[start..];
+    let len = (rec.len() - RECORD_HEAD) as u32;
+    let pcrc = crc32fast::hash(&rec[RECORD_HEAD..]);
+    rec[0..4].copy_from_slice(&len.to_le_bytes());
+    rec[8..16].copy_from_slice(&key.to_le_bytes());
+    rec[16..24].copy_from_slice(&record.seq.to_le_bytes());
+    rec[24..32].copy_from_slice(&first.to_le_bytes());
+    rec[32..40].copy_from_slice(&last.to_le_bytes());
+    rec[40..48].copy_from_slice(&attempt.to_le_bytes());
+    rec[48..52].copy_from_slice(&pcrc.to_le_bytes());
+    let hcrc = head_crc(&rec[..RECORD_HEAD]);
+    rec[4..8].copy_from_slice(&hcrc.to_le_bytes());
 }
 
 fn encode_entries(p: &mut Vec<u8>, entries: &[WalEntry]) {
@@ -1029,18 +1048,7 @@ pub(crate) fn read_file(path: &Path) -> (Vec<WalRecord>, Vec<usize>) {
 /// Writes a segment of the 4 KiB-start format by hand (tests).
 #[cfg(test)]
 pub(crate) fn write_segment_4k(path: &Path, first_seq: u64, records: &[WalRecord]) {
-    let at = Use {
-        key: 0x4b,
-        pass: 1,
-        first_seq,
-    };
-    let mut bytes = at.header().to_vec();
-    bytes[..8].copy_from_slice(&MAGIC_4K);
-    bytes.resize(4096, 0);
-    for (i, r) in records.iter().enumerate() {
-        bytes.extend(encode(r, at.key, (r.seq, r.seq, i as u64)));
-    }
-    std::fs::write(path, bytes).unwrap();
+    write_segment_as(path, MAGIC_4K, 4096, 1, first_seq, records);
 }
 
 /// Where each group of a segment's records starts (tests).
@@ -1065,15 +1073,29 @@ pub(crate) fn group_starts(path: &Path) -> Vec<usize> {
 /// per record (tests).
 #[cfg(test)]
 pub(crate) fn write_segment(path: &Path, pass: u64, first_seq: u64, records: &[WalRecord]) {
+    write_segment_as(path, MAGIC, DATA_START, pass, first_seq, records);
+}
+
+/// Writes a segment of the format `magic` whose records start at `start`.
+#[cfg(test)]
+fn write_segment_as(
+    path: &Path,
+    magic: [u8; 8],
+    start: usize,
+    pass: u64,
+    first_seq: u64,
+    records: &[WalRecord],
+) {
     let at = Use {
         key: 0x5eed,
         pass,
         first_seq,
     };
     let mut bytes = at.header().to_vec();
-    bytes.resize(DATA_START, 0);
+    bytes[..8].copy_from_slice(&magic);
+    bytes.resize(start, 0);
     for (i, r) in records.iter().enumerate() {
-        bytes.extend(encode(r, at.key, (r.seq, r.seq, i as u64)));
+        encode_into(&mut bytes, r, at.key, (r.seq, r.seq, i as u64));
     }
     std::fs::write(path, bytes).unwrap();
 }
